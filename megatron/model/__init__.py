@@ -1,1 +1,21 @@
-"""megatron.model"""
+"""GPT and BERT models (torch-native, batch-first [b, s, h]) built from a TransformerConfig."""
+from megatron.model.bert_model import BertModel
+from megatron.model.gpt_model import GPTModel
+from megatron.model.transformer import TransformerBlock, TransformerLayer
+from megatron.model.utils import (
+    bert_extended_attention_mask,
+    get_ltor_masks_and_position_ids,
+    gpt_flops_per_token,
+    num_parameters,
+)
+
+__all__ = [
+    "BertModel",
+    "GPTModel",
+    "TransformerBlock",
+    "TransformerLayer",
+    "bert_extended_attention_mask",
+    "get_ltor_masks_and_position_ids",
+    "gpt_flops_per_token",
+    "num_parameters",
+]

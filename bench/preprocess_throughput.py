@@ -1,0 +1,122 @@
+"""Benchmark: tools/preprocess_data.py throughput vs the raw encode speed of the tokenizer engine (the ceiling).
+
+    python bench/preprocess_throughput.py [--target-mb 20] [--repeats 3] [--chunk-size 25]
+
+The bundled corpus is decompressed into a temp dir and repeated to ~``--target-mb`` MB of jsonl.  Then,
+each in a fresh subprocess, ``--repeats`` times (the median is reported; the VM is noisy):
+
+* ``raw engine, 1 thread``  -- HF ``tokenizers`` ``encode_batch_fast`` on the same texts (already parsed,
+  batches of 1024), ``TOKENIZERS_PARALLELISM=false``;
+* ``raw engine, default``  -- the same with the engine's default thread pool;
+* ``preprocess --workers 1`` / ``--workers 2`` -- the real CLI (``--append-eod``), figures from its
+  summary line (reading, JSON decoding, validation, tokenization, writing; interpreter start-up excluded).
+
+MB are bytes of jsonl input; tokens exclude EOD for the raw rows.  Prints a table; not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.path.pardir))
+CORPUS = os.path.join(ROOT, "data", "corpus", "python_docs.jsonl.gz")
+VOCAB = os.path.join(ROOT, "data", "tokenizers", "gpt2-bpe", "vocab.json")
+MERGES = os.path.join(ROOT, "data", "tokenizers", "gpt2-bpe", "merges.txt")
+
+
+def make_input(directory: str, target_mb: float) -> tuple[str, float]:
+    """Write the corpus, repeated until it reaches ``target_mb``, as jsonl; returns (path, MB)."""
+    with gzip.open(CORPUS, "rb") as f:
+        lines = f.readlines()
+    path = os.path.join(directory, "bench.jsonl")
+    size = 0
+    with open(path, "wb") as out:
+        while size < target_mb * 1e6:
+            for line in lines:
+                out.write(line)
+                size += len(line)
+    return path, size / 1e6
+
+
+def raw_encode(path: str) -> tuple[float, float]:
+    """(MB/s, tokens/s) of the bare engine on the texts of ``path`` (run inside a child process)."""
+    sys.path.insert(0, ROOT)
+    from megatron.tokenizer import build_tokenizer
+
+    engine = build_tokenizer("GPT2BPETokenizer", vocab_file=VOCAB, merge_file=MERGES)._engine
+    with open(path, "rb") as f:
+        raw = f.read()
+    texts = [json.loads(line)["text"] for line in raw.splitlines()]
+    start = time.perf_counter()
+    tokens = 0
+    for i in range(0, len(texts), 1024):
+        tokens += sum(len(e.ids) for e in engine.encode_batch_fast(texts[i:i + 1024], add_special_tokens=False))
+    seconds = time.perf_counter() - start
+    return len(raw) / 1e6 / seconds, tokens / seconds
+
+
+def run_raw(path: str, parallel: bool) -> tuple[float, float]:
+    """Run raw_encode in a fresh interpreter with or without the engine's thread pool."""
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="true" if parallel else "false")
+    out = subprocess.run([sys.executable, __file__, "--raw-child", path], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    mbs, toks = out.split()
+    return float(mbs), float(toks)
+
+
+def run_preprocess(path: str, out_dir: str, workers: int, chunk_size: int) -> tuple[float, float]:
+    """Run the CLI; (MB/s, tokens/s) from its summary line."""
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"), "--input", path, "--output-prefix",
+           os.path.join(out_dir, f"w{workers}"), "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", VOCAB,
+           "--merge-file", MERGES, "--append-eod", "--workers", str(workers), "--chunk-size", str(chunk_size),
+           "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"MB/s=([\d.]+) tokens/s=(\d+)", out)
+    if m is None:
+        raise RuntimeError(f"no summary line in the output of {' '.join(cmd)}:\n{out}")
+    return float(m.group(1)), float(m.group(2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target-mb", type=float, default=20.0, help="size of the jsonl input")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per configuration (median reported)")
+    ap.add_argument("--chunk-size", type=int, default=25, help="--chunk-size passed to preprocess_data.py")
+    ap.add_argument("--raw-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.raw_child:
+        mbs, toks = raw_encode(args.raw_child)
+        print(mbs, toks)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        path, mb = make_input(tmp, args.target_mb)
+        print(f"input: {mb:.1f} MB jsonl (bundled corpus repeated), GPT-2 BPE, {os.cpu_count()} CPUs, "
+              f"median of {args.repeats}")
+        configs = {
+            "raw engine, 1 thread": lambda: run_raw(path, parallel=False),
+            "raw engine, default threads": lambda: run_raw(path, parallel=True),
+            "preprocess --workers 1": lambda: run_preprocess(path, tmp, 1, args.chunk_size),
+            "preprocess --workers 2": lambda: run_preprocess(path, tmp, 2, args.chunk_size),
+        }
+        results = {}
+        for name, fn in configs.items():
+            runs = [fn() for _ in range(args.repeats)]
+            results[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+        single, default = results["raw engine, 1 thread"][0], results["raw engine, default threads"][0]
+        print(f"{'configuration':<30}{'MB/s':>8}{'tokens/s':>12}{'vs raw 1 thr':>14}{'vs raw default':>16}")
+        for name, (mbs, toks) in results.items():
+            print(f"{name:<30}{mbs:>8.2f}{toks:>12,.0f}{mbs / single:>13.2f}x{mbs / default:>15.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

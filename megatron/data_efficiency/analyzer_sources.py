@@ -1,0 +1,212 @@
+"""Where the analyzer's samples come from: a fast GPT token-stream walk, or any map-style dataset.
+
+Both sources cut the work into a range ``[0, num_samples)`` that workers and threads split, and
+yield batches ``(sample_ids [B], tokens [B, L], padding_mask [B, L] | None)``.
+
+:class:`GPTStreamSource` (the fast path) never builds samples one by one. A Megatron GPT dataset
+walks its shuffled document order (``doc_idx``) as one token stream; pre-shuffle sample ``j``
+is the stream slice ``[j*seq, j*seq + seq + 1)`` (consecutive samples share one boundary token),
+and dataset position ``i`` serves sample ``shuffle_idx[i]``. The source copies a run of
+consecutive samples' documents out of the token memmap once and exposes them as an overlapping
+strided ``[B, seq + 1]`` view (no copy), so metrics see exactly the tokens ``dataset[i]["text"]``
+would give; the sample id of stream sample ``j`` is the position ``i`` with ``shuffle_idx[i] = j``
+(what ``--return-data-index`` reports, spec §2.3). Its work range is over ``j``.
+
+:class:`DatasetSource` iterates positions ``[start, end)`` of any dataset with ``len`` and
+``__getitem__`` (BERT samples differ per epoch and are built by the dataset), batched and stacked.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from megatron.data_efficiency.analyzer_io import AnalyzerError
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+_STREAM_CHUNK_TOKENS = 1 << 21  # tokens per fast-path chunk: the float64 nll gather stays cache-friendly
+
+
+class SampleSource(Protocol):
+    """What the map stage needs from a data source."""
+
+    num_samples: int
+
+    def fingerprint(self) -> str:
+        """A short string identifying the sample order (reduce checks every map thread saw the same one)."""
+
+    def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
+        """Yield ``(sample_ids, tokens, padding_mask)`` for work items ``[start, end)``."""
+
+
+def _crc(*arrays: np.ndarray) -> str:
+    value = 0
+    for a in arrays:
+        value = zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1), value)
+    return f"{value:08x}"
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class GPTStreamSource:
+    """Fast GPT source: contiguous runs of samples read straight from the document token stream."""
+
+    def __init__(self, dataset: Any, sample_indices: Sequence[int] | None = None) -> None:
+        self.dataset = dataset
+        self.seq_length = int(dataset.seq_length)
+        self.indexed = dataset.indexed_dataset
+        self.doc_idx = np.asarray(dataset.doc_idx, dtype=np.int64)
+        self.sample_idx = np.asarray(dataset.sample_idx, dtype=np.int64)
+        shuffle_idx = np.asarray(dataset.shuffle_idx, dtype=np.int64)
+        self.num_samples = len(dataset)
+        n = self.num_samples
+        if shuffle_idx.shape != (n,) or self.sample_idx.shape != (n + 1, 2):
+            raise AnalyzerError(f"GPT dataset index maps do not match its length {n}: shuffle_idx {shuffle_idx.shape}, "
+                                f"sample_idx {self.sample_idx.shape}")
+        if n == 0:
+            raise AnalyzerError("the GPT dataset is empty: nothing to analyze")
+        seen = np.zeros(n, dtype=bool)
+        if shuffle_idx.min() < 0 or shuffle_idx.max() >= n:
+            raise AnalyzerError("GPT dataset shuffle_idx is not a permutation of its samples")
+        seen[shuffle_idx] = True
+        if not seen.all():
+            raise AnalyzerError("GPT dataset shuffle_idx is not a permutation of its samples")
+        positions = np.empty(n, dtype=np.int64)
+        positions[shuffle_idx] = np.arange(n, dtype=np.int64)  # positions[j] = i with shuffle_idx[i] = j
+        self.ids_by_stream_sample = positions
+        doc_sizes = np.asarray(self.indexed.sizes, dtype=np.int64)[self.doc_idx]
+        self.doc_start = np.zeros(doc_sizes.size + 1, dtype=np.int64)
+        np.cumsum(doc_sizes, out=self.doc_start[1:])
+        starts = self.doc_start[self.sample_idx[:, 0]] + self.sample_idx[:, 1]
+        if not (np.all(np.diff(starts) == self.seq_length)
+                and np.all(self.sample_idx[:, 1] < doc_sizes[self.sample_idx[:, 0]])):
+            raise AnalyzerError("GPT dataset sample_idx does not advance by seq_length tokens per sample "
+                                "(not a Megatron GPT index map)")
+        self.stream_start = int(starts[0])
+        self._fingerprint = f"gpt-stream:{n}:{self.seq_length}:" + _crc(self.doc_idx, self.sample_idx, shuffle_idx)
+        has_index = self._check_against_dataset(shuffle_idx)
+        if sample_indices is not None and not has_index:  # like DeepSpeed: a returned 'index' wins
+            lookup = np.asarray(sample_indices, dtype=np.int64)
+            if lookup.shape != (n,):
+                raise AnalyzerError(f"sample_indices has {lookup.shape} entries, expected {n}")
+            self.ids_by_stream_sample = lookup[positions]
+
+    def _check_against_dataset(self, shuffle_idx: np.ndarray) -> bool:
+        """The stream view must give what ``dataset[i]`` gives (tokens, and ``index == i``); check a few positions."""
+        n = self.num_samples
+        has_index = False
+        for i in sorted({0, n // 2, n - 1}):
+            item = self.dataset[i]
+            text = _to_numpy(item["text"] if isinstance(item, dict) else item).reshape(-1)
+            j = int(shuffle_idx[i])
+            if not np.array_equal(self._window(j, j + 1)[0], text):
+                raise AnalyzerError(f"GPT dataset sample {i} differs from the token-stream slice of sample {j}")
+            if isinstance(item, dict) and "index" in item:
+                has_index = True
+                if int(_to_numpy(item["index"]).reshape(-1)[0]) != i:
+                    raise AnalyzerError(f"GPT dataset sample {i} reports index {item['index']!r}, expected {i}")
+        return has_index
+
+    def fingerprint(self) -> str:
+        """Identifies the dataset's sample order (doc, sample and shuffle index maps)."""
+        return self._fingerprint
+
+    def _window(self, a: int, b: int) -> np.ndarray:
+        """Read-only ``[b - a, seq + 1]`` overlapping view of stream samples ``a .. b-1``."""
+        (p0, off0), (p1, off1) = self.sample_idx[a], self.sample_idx[b]
+        if p0 == p1:
+            stream = np.array(self.indexed.get(int(self.doc_idx[p0]), int(off0), int(off1 - off0 + 1)))
+        else:
+            pieces = [self.indexed.get(int(self.doc_idx[p0]), int(off0))]
+            pieces.extend(self.indexed.get(int(d)) for d in self.doc_idx[p0 + 1:p1])
+            pieces.append(self.indexed.get(int(self.doc_idx[p1]), 0, int(off1 + 1)))
+            stream = np.concatenate(pieces)
+        seq = self.seq_length
+        if stream.size != (b - a) * seq + 1:
+            raise AnalyzerError(f"token stream of GPT samples {a}..{b - 1} has {stream.size} tokens, "
+                                f"expected {(b - a) * seq + 1}")
+        return as_strided(stream, shape=(b - a, seq + 1), strides=(seq * stream.itemsize, stream.itemsize),
+                          writeable=False)
+
+    def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
+        """Stream samples ``[start, end)`` in chunks of about 2M tokens (batch_size does not change results)."""
+        chunk = max(1, _STREAM_CHUNK_TOKENS // (self.seq_length + 1))
+        for a in range(start, end, chunk):
+            b = min(end, a + chunk)
+            yield self.ids_by_stream_sample[a:b], self._window(a, b), None
+
+
+def is_gpt_stream_dataset(dataset: Any) -> bool:
+    """True when ``dataset`` exposes Megatron GPT index maps (doc_idx, sample_idx, shuffle_idx, ...)."""
+    return all(hasattr(dataset, a) for a in ("doc_idx", "sample_idx", "shuffle_idx", "indexed_dataset", "seq_length"))
+
+
+class DatasetSource:
+    """Any map-style dataset: positions ``[start, end)`` fetched with ``__getitem__`` and stacked per batch."""
+
+    def __init__(self, dataset: Any, data_type: str = "GPT", sample_indices: Sequence[int] | None = None) -> None:
+        self.dataset = dataset
+        self.data_type = data_type
+        self.num_samples = len(dataset)
+        if self.num_samples == 0:
+            raise AnalyzerError("the dataset is empty: nothing to analyze")
+        self.sample_indices = None if sample_indices is None else np.asarray(sample_indices, dtype=np.int64)
+        if self.sample_indices is not None and self.sample_indices.shape != (self.num_samples,):
+            raise AnalyzerError(f"sample_indices has {self.sample_indices.shape} entries, expected {self.num_samples}")
+
+    def fingerprint(self) -> str:
+        """Dataset class and length (a generic dataset has no cheap content hash)."""
+        return f"dataset:{type(self.dataset).__name__}:{self.num_samples}:{self.data_type}"
+
+    def _sample(self, position: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        item = self.dataset[position]
+        sample_id = position if self.sample_indices is None else int(self.sample_indices[position])
+        if isinstance(item, dict):
+            if "text" not in item:
+                raise AnalyzerError(f"dataset sample {position} is a dict without a 'text' entry (keys: {sorted(item)})")
+            tokens = _to_numpy(item["text"]).reshape(-1)
+            if "index" in item:  # Megatron --return-data-index: the position before the shuffle lookup (spec §2.3)
+                sample_id = int(_to_numpy(item["index"]).reshape(-1)[0])
+            mask = None
+            if self.data_type == "BERT":
+                if "padding_mask" not in item:
+                    raise AnalyzerError(f"BERT dataset sample {position} has no 'padding_mask' entry")
+                mask = _to_numpy(item["padding_mask"]).reshape(-1)
+            return sample_id, tokens, mask
+        if self.data_type == "BERT":
+            raise AnalyzerError(f"BERT dataset sample {position} must be a dict with 'text' and 'padding_mask'")
+        return sample_id, _to_numpy(item).reshape(-1), None
+
+    def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
+        """Positions ``[start, end)`` in batches of ``batch_size`` samples."""
+        for a in range(start, end, batch_size):
+            samples = [self._sample(k) for k in range(a, min(end, a + batch_size))]
+            lengths = {s[1].shape[0] for s in samples}
+            if len(lengths) != 1:
+                raise AnalyzerError(f"samples {a}..{a + len(samples) - 1} have different lengths {sorted(lengths)}; "
+                                    "metrics need equal-length (padded) samples within a batch")
+            ids = np.fromiter((s[0] for s in samples), dtype=np.int64, count=len(samples))
+            tokens = np.stack([s[1] for s in samples])
+            mask = None if samples[0][2] is None else np.stack([s[2] for s in samples])
+            yield ids, tokens, mask
+
+
+def make_source(dataset: Any, data_type: str = "GPT", sample_indices: Sequence[int] | None = None) -> SampleSource:
+    """The fast stream source for Megatron GPT datasets, else the generic per-position source."""
+    if isinstance(dataset, (GPTStreamSource, DatasetSource)):
+        return dataset
+    if data_type == "GPT" and is_gpt_stream_dataset(dataset):
+        try:
+            return GPTStreamSource(dataset, sample_indices)
+        except AnalyzerError as e:
+            logger.warning("GPT fast path unavailable (%s); iterating samples one by one", e)
+    return DatasetSource(dataset, data_type, sample_indices)

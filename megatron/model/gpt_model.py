@@ -1,0 +1,60 @@
+"""GPT: embeddings -> causal transformer block -> output layer tied to the word embeddings."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megatron.config import TransformerConfig
+from megatron.model.embedding import Embedding
+from megatron.model.transformer import TransformerBlock
+
+
+def default_position_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    """Positions 0..s-1 for every row: [b, s] (an expanded view, no copy)."""
+    b, s = input_ids.shape
+    return torch.arange(s, device=input_ids.device).unsqueeze(0).expand(b, s)
+
+
+def vocab_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy in fp32: logits [b, s, V], labels [b, s] -> loss [b, s]."""
+    b, s, v = logits.shape
+    loss = F.cross_entropy(logits.float().reshape(b * s, v), labels.reshape(b * s), reduction="none")
+    return loss.view(b, s)
+
+
+class GPTModel(nn.Module):
+    """Decoder-only language model built from a TransformerConfig (batch-first [b, s, h])."""
+
+    def __init__(self, config: TransformerConfig, *, parallel_output: bool = True) -> None:
+        super().__init__()
+        del parallel_output  # accepted for Megatron call compatibility; no tensor parallelism here
+        self.config = config
+        self.embedding = Embedding(config)
+        self.encoder = TransformerBlock(config, causal=True)
+
+    @property
+    def output_weight(self) -> nn.Parameter:
+        """The output projection [V, h]: the same Parameter as the word embedding table."""
+        return self.embedding.word_embeddings.weight
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids [b, s] -> logits [b, s, V], or per-token fp32 loss [b, s] when labels are given."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {list(input_ids.shape)}")
+        if position_ids is None:
+            position_ids = default_position_ids(input_ids)  # [b, s]
+        else:
+            position_ids = position_ids.expand_as(input_ids)  # [b, s]
+        hidden = self.embedding(input_ids, position_ids)  # [b, s, h]
+        hidden = self.encoder(hidden, attention_mask=attention_mask, position_ids=position_ids)  # [b, s, h]
+        logits = F.linear(hidden, self.output_weight)  # [b, s, V]
+        if labels is None:
+            return logits
+        return vocab_cross_entropy(logits, labels)  # [b, s] fp32

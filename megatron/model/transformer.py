@@ -1,0 +1,85 @@
+"""Pre-LayerNorm transformer layer and the layer stack (block).
+
+Calling convention (random-LTD depends on it): a layer is always called as
+``layer(hidden_states, attention_mask=..., position_ids=...)`` — hidden states positional,
+everything else by keyword — so any wrapper with the signature ``(hidden_states, **kwargs)``
+can replace a layer in ``TransformerBlock.layers``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from megatron.config import TransformerConfig
+from megatron.model.attention import SelfAttention
+from megatron.model.mlp import MLP
+
+
+def make_layernorm(config: TransformerConfig) -> nn.LayerNorm:
+    """LayerNorm over h with the configured epsilon; weight 1, bias 0."""
+    return nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
+
+
+class TransformerLayer(nn.Module):
+    """One pre-LN layer: x + drop(attn(LN(x))), then x + drop(mlp(LN(x))). Works for any s."""
+
+    def __init__(self, config: TransformerConfig, layer_number: int, *, causal: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_number = layer_number
+        self.causal = causal
+        self.input_layernorm = make_layernorm(config)
+        self.self_attention = SelfAttention(config, layer_number, causal=causal)
+        self.post_attention_layernorm = make_layernorm(config)
+        self.mlp = MLP(config)
+        self.hidden_dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """hidden_states [b, s, h]; mask bool [b or 1, 1, s, s] (True = blocked); positions [b, s]."""
+        attn_out = self.self_attention(
+            self.input_layernorm(hidden_states), attention_mask=attention_mask, position_ids=position_ids
+        )  # [b, s, h]
+        hidden_states = hidden_states + self.hidden_dropout(attn_out)  # [b, s, h]
+        mlp_out = self.mlp(self.post_attention_layernorm(hidden_states))  # [b, s, h]
+        return hidden_states + self.hidden_dropout(mlp_out)  # [b, s, h]
+
+
+class TransformerBlock(nn.Module):
+    """``num_layers`` TransformerLayers (in ``self.layers``) followed by a final LayerNorm."""
+
+    def __init__(self, config: TransformerConfig, *, causal: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            TransformerLayer(config, layer_number=i + 1, causal=causal) for i in range(config.num_layers)
+        )
+        self.final_layernorm = make_layernorm(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run every layer (keyword call, optionally recomputed in backward) then the final LN."""
+        recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
+        for layer in self.layers:
+            if recompute:
+                hidden_states = checkpoint(
+                    layer,
+                    hidden_states,
+                    use_reentrant=False,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                )  # [b, s, h]
+            else:
+                hidden_states = layer(hidden_states, attention_mask=attention_mask, position_ids=position_ids)
+        return self.final_layernorm(hidden_states)  # [b, s, h]

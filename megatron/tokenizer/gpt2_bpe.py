@@ -1,0 +1,90 @@
+"""GPT2BPETokenizer: byte-level BPE from a GPT-2 vocab.json + merges.txt, encoded by HF `tokenizers`.
+
+The engine is configured to reproduce GPT-2 exactly (same pre-tokenization regex, no prefix space,
+no special-token matching: the text "<|endoftext|>" is encoded as ordinary characters, as in GPT-2
+and Megatron); `reference_bpe.ReferenceGPT2BPE` is the pure-Python ground truth the tests compare with.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from .base import AbstractTokenizer, TokenizerError, check_file
+from .reference_bpe import bytes_to_unicode, check_byte_alphabet, read_merges_txt, read_vocab_json
+
+EOD_TOKEN = "<|endoftext|>"
+
+
+def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """An HF `tokenizers` pipeline that encodes exactly like GPT-2's BPE for this vocab/merges."""
+    model = models.BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None, fuse_unk=False,
+                       byte_fallback=False, ignore_merges=False)
+    engine = Tokenizer(model)
+    # use_regex=True is GPT-2's pattern; add_prefix_space=False keeps the text untouched.
+    engine.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    engine.decoder = decoders.ByteLevel()
+    return engine
+
+
+class GPT2BPETokenizer(AbstractTokenizer):
+    """GPT-2 byte-level BPE (Megatron's GPT2BPETokenizer); eod is the id of <|endoftext|>."""
+
+    def __init__(self, vocab_file: str, merge_file: str) -> None:
+        super().__init__("GPT2 BPE")
+        vocab_file = check_file(vocab_file, "--vocab-file", "GPT2BPETokenizer")
+        merge_file = check_file(merge_file, "--merge-file", "GPT2BPETokenizer")
+        self.vocab_file, self.merge_file = vocab_file, merge_file
+        self._vocab = read_vocab_json(vocab_file)
+        check_byte_alphabet(self._vocab, vocab_file)
+        if EOD_TOKEN not in self._vocab:
+            raise TokenizerError(f"--vocab-file {vocab_file}: has no {EOD_TOKEN} token (needed as eod)")
+        self.merges = read_merges_txt(merge_file, self._vocab, vocab_file)
+        self._inv_vocab = {i: t for t, i in self._vocab.items()}
+        self._eod = self._vocab[EOD_TOKEN]
+        self._engine = build_bpe_engine(self._vocab, self.merges)
+        # id → bytes table for an exact, engine-independent detokenize.
+        byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+        size = max(self._inv_vocab) + 1
+        self._id_bytes: list[bytes | None] = [None] * size
+        for tok, i in self._vocab.items():
+            if all(c in byte_decoder for c in tok):
+                self._id_bytes[i] = bytes(byte_decoder[c] for c in tok)
+            else:  # e.g. a special token written with non-byte characters: decode as its text
+                self._id_bytes[i] = tok.encode("utf-8")
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Token string → id (vocab.json)."""
+        return self._vocab
+
+    @property
+    def inv_vocab(self) -> dict[int, str]:
+        """Id → token string."""
+        return self._inv_vocab
+
+    @property
+    def eod(self) -> int:
+        """Id of <|endoftext|>."""
+        return self._eod
+
+    def tokenize(self, text: str) -> list[int]:
+        """Encode text into ids (no special tokens recognised or added)."""
+        return self._engine.encode_batch_fast([text], add_special_tokens=False)[0].ids
+
+    def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
+        """Encode many texts with the engine's batch path (threads inside the engine)."""
+        return [e.ids for e in self._engine.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def detokenize(self, token_ids: Iterable[int]) -> str:
+        """Decode ids into text; invalid UTF-8 byte sequences become U+FFFD (GPT-2's errors='replace')."""
+        table = self._id_bytes
+        chunks: list[bytes] = []
+        for i in token_ids:
+            i = int(i)
+            chunk = table[i] if 0 <= i < len(table) else None
+            if chunk is None:
+                raise TokenizerError(f"detokenize: id {i} is not in the vocabulary "
+                                     f"(vocab_size {self.vocab_size})")
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="replace")

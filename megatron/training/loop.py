@@ -1,0 +1,229 @@
+"""train_step (DeepSpeed forward/backward/step over micro-batches), evaluate, and the training loop."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from megatron.config import RunConfig
+from megatron.training.data_efficiency_hooks import Batch, DataEfficiency
+from megatron.training.rng import fork_rng
+from megatron.training.state import TrainState
+from megatron.training.training_log import StepRecord, TrainingLogger, now
+
+logger = logging.getLogger("megatron.training")
+
+ForwardStep = Callable[[Batch, Any, RunConfig], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+"""``forward_step(batch, model, config) -> (loss to backprop, {name: detached scalar to report})``."""
+
+
+class DataExhausted(RuntimeError):
+    """The training data iterator ran out before the budget was reached."""
+
+
+@dataclass
+class StepOutput:
+    """Result of one optimizer step."""
+
+    losses: dict[str, float]
+    """Reported metrics averaged over micro-batches and data-parallel ranks."""
+    grad_norm: float | None
+    """Global gradient norm before clipping."""
+    skipped: bool
+    """Update skipped (fp16 overflow)."""
+    last_batch: Batch
+    """The last (post-processed) micro-batch, for actual_seq_length."""
+
+
+@dataclass
+class TrainResult:
+    """Per-iteration history of a run, returned by ``pretrain``."""
+
+    state: TrainState
+    """Final counters."""
+    losses: list[dict[str, float]] = field(default_factory=list)
+    """Reported metrics of every iteration run in this process (index 0 = first iteration run)."""
+    iterations: list[int] = field(default_factory=list)
+    """Iteration number of each entry of ``losses``."""
+    lrs: list[float] = field(default_factory=list)
+    """Learning rate applied at each of those iterations."""
+    evaluations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    """(iteration, validation metrics) of every evaluation."""
+    exit_reason: str = ""
+    """Why the loop stopped."""
+
+
+def _is_fp32_zero0(engine: Any) -> bool:
+    return engine.zero_optimization_stage() == 0 and not engine.bfloat16_enabled() and not engine.fp16_enabled()
+
+
+def _grad_norm(engine: Any) -> float:
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True))
+
+
+def _dp_average(values: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Average metric sums over `count` micro-batches and all data-parallel ranks (one all-reduce)."""
+    if not values:
+        return {}
+    keys = sorted(values)
+    packed = torch.stack([values[k].detach().float().reshape(()) for k in keys]) / max(1, count)
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(packed)
+        packed /= torch.distributed.get_world_size()
+    return dict(zip(keys, packed.cpu().tolist()))
+
+
+def train_step(engine: Any, data_iterator: Iterator[Batch], forward_step: ForwardStep, data_eff: DataEfficiency,
+               state: TrainState, config: RunConfig) -> StepOutput:
+    """One optimizer step: engine.forward/backward/step on every micro-batch (DeepSpeed accumulates)."""
+    sums: dict[str, torch.Tensor] = {}
+    grad_norm: float | None = None
+    batch: Batch = {}
+    n_micro = config.training.num_micro_batches
+    own_norm = _is_fp32_zero0(engine)
+    for _ in range(n_micro):
+        try:
+            batch = next(data_iterator)
+        except StopIteration:
+            raise DataExhausted(f"training data ran out at iteration {state.iteration + 1} after "
+                                f"{state.consumed_train_samples} samples") from None
+        batch = data_eff.post_process(batch, state)
+        loss, metrics = forward_step(batch, engine, config)
+        engine.backward(loss)
+        if own_norm and engine.is_gradient_accumulation_boundary():
+            grad_norm = _grad_norm(engine)  # gradients are all-reduced here; DeepSpeed keeps no fp32 norm
+        engine.step()
+        for key, value in metrics.items():
+            value = value.detach()
+            sums[key] = sums[key] + value if key in sums else value.clone()
+    if not own_norm:
+        grad_norm = engine.get_global_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else None
+    skipped = bool(getattr(engine, "_step_applied", True) is False)
+    return StepOutput(_dp_average(sums, n_micro), grad_norm, skipped, batch)
+
+
+def evaluate(engine: Any, data_iterator: Iterator[Batch] | None, forward_step: ForwardStep, config: RunConfig
+             ) -> dict[str, float]:
+    """Average metrics over --eval-iters global batches (fewer if the split is smaller); RNG untouched."""
+    if data_iterator is None or config.training.eval_iters == 0:
+        return {}
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    engine.eval()
+    try:
+        with torch.no_grad(), fork_rng():
+            for _ in range(config.training.eval_iters * config.training.num_micro_batches):
+                try:
+                    batch = next(data_iterator)
+                except StopIteration:
+                    break
+                _, metrics = forward_step(batch, engine, config)
+                for key, value in metrics.items():
+                    sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
+                count += 1
+    finally:
+        engine.train()
+    return _dp_average(sums, count)
+
+
+def _params_norm(engine: Any) -> float:
+    params = [p.detach() for p in engine.module.parameters()]
+    return float(torch.nn.utils.get_total_norm(params, norm_type=2.0, foreach=True)) if params else 0.0
+
+
+def _current_lr(engine: Any) -> float:
+    return float(engine.optimizer.param_groups[0]["lr"])
+
+
+def _all_ranks_agree(flag: bool) -> bool:
+    """True if `flag` is true on any rank (so all ranks stop together)."""
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def budget_reached(state: TrainState, config: RunConfig) -> bool:
+    """True once --train-iters/--train-samples or --train-tokens is used up, whichever comes first."""
+    t = config.training
+    if t.train_iters is not None and state.iteration >= t.train_iters:
+        return True
+    return t.train_tokens is not None and state.consumed_train_tokens >= t.train_tokens
+
+
+def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_step: ForwardStep,
+          data_eff: DataEfficiency, state: TrainState, config: RunConfig, training_logger: TrainingLogger, *,
+          evaluate_fn: Callable[[], dict[str, float]], save_fn: Callable[[], None] | None,
+          result: TrainResult) -> TrainResult:
+    """Run optimizer steps until the budget, --exit-interval or --exit-duration-in-mins; eval/save on intervals."""
+    t, ck = config.training, config.checkpoint
+    start = time.time()
+    engine.train()
+    while not budget_reached(state, config):
+        lr = _current_lr(engine)
+        t0 = now()
+        try:
+            out = train_step(engine, data_iterator, forward_step, data_eff, state, config)
+        except DataExhausted as e:
+            logger.warning("%s; stopping (raise --train-samples/--train-iters or check the data)", e)
+            result.exit_reason = "data exhausted"
+            return result
+        state.iteration += 1
+        state.consumed_train_samples += t.global_batch_size
+        tokens, actual = data_eff.actual_seq_length(out.last_batch, state)  # the one per-step call (spec §3.6)
+        state.consumed_train_tokens += int(tokens)
+        state.actual_seq_length = int(actual)
+        state.skipped_iterations += int(out.skipped)
+        scheduler.step(increment=t.global_batch_size, token_num=state.consumed_train_tokens)
+        seconds = now() - t0
+        if out.losses and not all(math.isfinite(v) for v in out.losses.values()):
+            logger.warning("iteration %d: non-finite loss %s", state.iteration, out.losses)
+        record = StepRecord(losses=out.losses, lr=lr, grad_norm=out.grad_norm, step_seconds=seconds, tokens=int(tokens),
+                            skipped=out.skipped, loss_scale=_loss_scale(engine),
+                            params_norm=_params_norm(engine) if config.logging.log_params_norm else None,
+                            extra=data_eff.log_fields())
+        training_logger.record(state, record)
+        if state.iteration % config.logging.tensorboard_log_interval == 0:
+            training_logger.optimizer_states(state, engine.optimizer)
+        result.losses.append(out.losses)
+        result.iterations.append(state.iteration)
+        result.lrs.append(lr)
+        if t.eval_iters and t.eval_interval and state.iteration % t.eval_interval == 0 and not budget_reached(
+                state, config):
+            metrics = evaluate_fn()
+            if metrics:
+                training_logger.validation(state, metrics)
+                result.evaluations.append((state.iteration, metrics))
+        saved = False
+        if save_fn is not None and ck.save_interval and state.iteration % ck.save_interval == 0:
+            save_fn()
+            saved = True
+        stop_reason = ""
+        if t.exit_interval and state.iteration % t.exit_interval == 0:
+            stop_reason = f"--exit-interval {t.exit_interval}"
+        elif t.exit_duration_in_mins and _all_ranks_agree((time.time() - start) / 60.0 > t.exit_duration_in_mins):
+            stop_reason = f"--exit-duration-in-mins {t.exit_duration_in_mins}"
+        if stop_reason:
+            if save_fn is not None and not saved:
+                save_fn()
+            logger.info("exiting at iteration %d (%s)", state.iteration, stop_reason)
+            result.exit_reason = stop_reason
+            return result
+    result.exit_reason = "budget reached"
+    return result
+
+
+def _loss_scale(engine: Any) -> float | None:
+    if not engine.fp16_enabled():
+        return None
+    scale = getattr(engine.optimizer, "cur_scale", None)
+    return float(scale) if scale is not None else None
