@@ -11,7 +11,9 @@ each in a fresh subprocess, ``--repeats`` times (the median is reported; the VM 
 * ``preprocess --workers 1`` / ``--workers 2`` -- the real CLI (``--append-eod``), figures from its
   summary line (reading, JSON decoding, validation, tokenization, writing; interpreter start-up excluded).
 
-MB are bytes of jsonl input; tokens exclude EOD for the raw rows.  Prints a table; not a test.
+MB are bytes of jsonl input; tokens exclude EOD for the raw rows.  "cores" is the CPU time of the whole
+child process tree divided by its wall time (start-up included): on a shared machine it shows whether
+the cores were really available.  Prints a table; not a test.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,26 +66,36 @@ def raw_encode(path: str) -> tuple[float, float]:
     return len(raw) / 1e6 / seconds, tokens / seconds
 
 
-def run_raw(path: str, parallel: bool) -> tuple[float, float]:
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
+    """Run ``cmd``; (stdout, CPU cores used on average by its process tree)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, cpu / wall
+
+
+def run_raw(path: str, parallel: bool) -> tuple[float, float, float]:
     """Run raw_encode in a fresh interpreter with or without the engine's thread pool."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="true" if parallel else "false")
-    out = subprocess.run([sys.executable, __file__, "--raw-child", path], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out, cores = _timed([sys.executable, __file__, "--raw-child", path], env)
     mbs, toks = out.split()
-    return float(mbs), float(toks)
+    return float(mbs), float(toks), cores
 
 
-def run_preprocess(path: str, out_dir: str, workers: int, chunk_size: int) -> tuple[float, float]:
+def run_preprocess(path: str, out_dir: str, workers: int, chunk_size: int) -> tuple[float, float, float]:
     """Run the CLI; (MB/s, tokens/s) from its summary line."""
     cmd = [sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"), "--input", path, "--output-prefix",
            os.path.join(out_dir, f"w{workers}"), "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", VOCAB,
            "--merge-file", MERGES, "--append-eod", "--workers", str(workers), "--chunk-size", str(chunk_size),
            "--no-progress"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out, cores = _timed(cmd)
     m = re.search(r"MB/s=([\d.]+) tokens/s=(\d+)", out)
     if m is None:
         raise RuntimeError(f"no summary line in the output of {' '.join(cmd)}:\n{out}")
-    return float(m.group(1)), float(m.group(2))
+    return float(m.group(1)), float(m.group(2)), cores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         path, mb = make_input(tmp, args.target_mb)
+        print(f"load average at the start: {os.getloadavg()[0]:.2f}")
         print(f"input: {mb:.1f} MB jsonl (bundled corpus repeated), GPT-2 BPE, {os.cpu_count()} CPUs, "
               f"median of {args.repeats}")
         configs = {
@@ -110,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for name, fn in configs.items():
             runs = [fn() for _ in range(args.repeats)]
-            results[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+            results[name] = tuple(statistics.median(r[k] for r in runs) for k in range(3))
         single, default = results["raw engine, 1 thread"][0], results["raw engine, default threads"][0]
-        print(f"{'configuration':<30}{'MB/s':>8}{'tokens/s':>12}{'vs raw 1 thr':>14}{'vs raw default':>16}")
-        for name, (mbs, toks) in results.items():
-            print(f"{name:<30}{mbs:>8.2f}{toks:>12,.0f}{mbs / single:>13.2f}x{mbs / default:>15.2f}x")
+        print(f"{'configuration':<30}{'MB/s':>8}{'tokens/s':>12}{'cores':>7}{'vs raw 1 thr':>14}{'vs raw default':>16}")
+        for name, (mbs, toks, cores) in results.items():
+            print(f"{name:<30}{mbs:>8.2f}{toks:>12,.0f}{cores:>7.2f}{mbs / single:>13.2f}x{mbs / default:>15.2f}x")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.path.pardir)))  # run from a checkout
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
     if summary.bad_lines:
         print(f"warning: skipped {summary.bad_lines} bad line(s) in {args.input}; first ones:", file=sys.stderr)
         for lineno, what in summary.first_bad:
@@ -96,4 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so the builders delete their temp files and no output is published
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sys.exit(main())

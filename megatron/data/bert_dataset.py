@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from megatron.data.blendable_dataset import blend_splits
 from megatron.data.dataset_utils import (
@@ -109,11 +110,14 @@ def build_samples_mapping(
     limit = np.iinfo(np.int64).max if not max_num_samples else int(max_num_samples)
     epochs = num_epochs if num_epochs else np.iinfo(np.int32).max
     parts, total, epoch = [], 0, 0
+    bar = tqdm(desc="BERT samples mapping", unit="epoch", total=num_epochs or None, disable=len(lengths) < 1_000_000, leave=False)
     while epoch < epochs and total < limit:
         rows = _epoch_rows(starts, ends, cum, base, max_seq_length, short_seq_prob, min_sentences, rng)
         parts.append(rows)
         total += len(rows)
         epoch += 1
+        bar.update()
+    bar.close()
     mapping = np.concatenate(parts)
     dtype = np.uint32 if stop < np.iinfo(np.uint32).max else np.uint64
     mapping = mapping.astype(dtype)

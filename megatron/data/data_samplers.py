@@ -46,7 +46,9 @@ class MegatronPretrainingSampler:
 
     def __len__(self) -> int:
         remaining = self.total_samples - self.consumed_samples
-        return remaining // self.block + (0 if self.drop_last or remaining % self.block == 0 else 1)
+        tail = remaining % self.block
+        has_tail = not self.drop_last and round((self.rank + 1) * tail / self.dp) > round(self.rank * tail / self.dp)
+        return remaining // self.block + int(has_tail)
 
     def __iter__(self) -> Iterator[list[int]]:
         start = self.consumed_samples

@@ -48,8 +48,8 @@ def num_tokens(documents: np.ndarray, sizes: np.ndarray) -> int:
 
 def num_epochs(tokens_per_epoch: int, seq_length: int, num_samples: int) -> int:
     """Smallest number of epochs that yields ``num_samples`` samples of seq_length + 1 tokens."""
-    if tokens_per_epoch <= 1:
-        raise DatasetError(f"the split has {tokens_per_epoch} tokens: too few to make any sample")
+    if tokens_per_epoch < 1:
+        raise DatasetError("the split has no tokens: cannot make any sample")
     # Samples from E epochs: (E * tokens_per_epoch - 1) // seq_length.
     needed = max(int(num_samples), 1) * seq_length + 1
     return max(1, -(-needed // tokens_per_epoch))
@@ -180,9 +180,16 @@ def build_index_mappings(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Load or build (doc_idx, sample_idx, shuffle_idx) for one split; pinned paths override the cache names."""
     tokens_per_epoch = num_tokens(documents, sizes)
+    if tokens_per_epoch == 0:
+        raise DatasetError(f"{data_prefix}: the {name} split has no tokens; use more data or change --split")
     if exact_epochs is not None:
         epochs = int(exact_epochs)
         num_samples = samples_in_epochs(epochs, tokens_per_epoch, seq_length)
+        if num_samples == 0:
+            raise DatasetError(
+                f"{data_prefix}: {epochs} epoch(s) of the {name} split hold {epochs * tokens_per_epoch} tokens, "
+                f"fewer than one sample of --seq-length {seq_length} + 1 tokens (--train-data-exact-num-epochs)"
+            )
     else:
         epochs = num_epochs(tokens_per_epoch, seq_length, num_samples)
     paths = index_map_filenames(

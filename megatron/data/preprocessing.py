@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import time
 import zlib
@@ -226,6 +227,7 @@ _WORKER: ChunkEncoder | None = None
 def _init_worker(options: PreprocessOptions) -> None:
     """Pool initializer: one tokenizer per worker process, single-threaded engine (the pool parallelises)."""
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process, which ends the pool
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _WORKER = ChunkEncoder(options)
 

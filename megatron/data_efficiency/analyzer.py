@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -132,8 +132,8 @@ def map_thread(source: SampleSource, metrics: Sequence[Metric], context: MetricC
     values = {m.name: np.empty(n, dtype=np.int64) for m in metrics if m.metric_type == SINGLE_VALUE}
     sums: dict[str, np.ndarray | None] = {m.name: None for m in metrics if m.metric_type == ACCUMULATE}
     pos = 0
-    for batch_ids, tokens, mask in source.batches(start, end, batch_size):
-        batch = MetricBatch(tokens=tokens, padding_mask=mask, context=context)
+    for batch_ids, tokens, mask, stream in source.batches(start, end, batch_size):
+        batch = MetricBatch(tokens=tokens, padding_mask=mask, context=context, stream=stream)
         b = len(batch_ids)
         ids[pos:pos + b] = batch_ids
         for m in metrics:
@@ -227,9 +227,10 @@ def _run_forked(threads: list[int], kwargs: dict[str, Any], bar: tqdm) -> None:
     for p in procs.values():
         p.start()
     try:
-        while any(p.is_alive() for p in procs.values()):
+        pending = {p.sentinel for p in procs.values()}
+        while pending:
+            pending.difference_update(mp_connection.wait(list(pending), timeout=0.5))
             bar.update(counter.value - bar.n)
-            time.sleep(0.2)
     finally:
         for p in procs.values():
             if p.is_alive():

@@ -1,7 +1,7 @@
 """Where the analyzer's samples come from: a fast GPT token-stream walk, or any map-style dataset.
 
 Both sources cut the work into a range ``[0, num_samples)`` that workers and threads split, and
-yield batches ``(sample_ids [B], tokens [B, L], padding_mask [B, L] | None)``.
+yield batches ``(sample_ids [B], tokens [B, L], padding_mask [B, L] | None, stream | None)``.
 
 :class:`GPTStreamSource` (the fast path) never builds samples one by one. A Megatron GPT dataset
 walks its shuffled document order (``doc_idx``) as one token stream; pre-shuffle sample ``j``
@@ -18,6 +18,7 @@ would give; the sample id of stream sample ``j`` is the position ``i`` with ``sh
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -28,7 +29,7 @@ from megatron.data_efficiency.analyzer_io import AnalyzerError
 
 logger = logging.getLogger(__name__)
 
-Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 _STREAM_CHUNK_TOKENS = 1 << 21  # tokens per fast-path chunk: the float64 nll gather stays cache-friendly
 
 
@@ -41,7 +42,7 @@ class SampleSource(Protocol):
         """A short string identifying the sample order (reduce checks every map thread saw the same one)."""
 
     def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
-        """Yield ``(sample_ids, tokens, padding_mask)`` for work items ``[start, end)``."""
+        """Yield ``(sample_ids, tokens, padding_mask, stream)`` for work items ``[start, end)``."""
 
 
 def _crc(*arrays: np.ndarray) -> str:
@@ -91,7 +92,7 @@ class GPTStreamSource:
                 and np.all(self.sample_idx[:, 1] < doc_sizes[self.sample_idx[:, 0]])):
             raise AnalyzerError("GPT dataset sample_idx does not advance by seq_length tokens per sample "
                                 "(not a Megatron GPT index map)")
-        self.stream_start = int(starts[0])
+        self._tokens = _token_array(self.indexed)
         self._fingerprint = f"gpt-stream:{n}:{self.seq_length}:" + _crc(self.doc_idx, self.sample_idx, shuffle_idx)
         has_index = self._check_against_dataset(shuffle_idx)
         if sample_indices is not None and not has_index:  # like DeepSpeed: a returned 'index' wins
@@ -108,7 +109,7 @@ class GPTStreamSource:
             item = self.dataset[i]
             text = _to_numpy(item["text"] if isinstance(item, dict) else item).reshape(-1)
             j = int(shuffle_idx[i])
-            if not np.array_equal(self._window(j, j + 1)[0], text):
+            if not np.array_equal(self._window(j, j + 1)[1][0], text):
                 raise AnalyzerError(f"GPT dataset sample {i} differs from the token-stream slice of sample {j}")
             if isinstance(item, dict) and "index" in item:
                 has_index = True
@@ -120,29 +121,53 @@ class GPTStreamSource:
         """Identifies the dataset's sample order (doc, sample and shuffle index maps)."""
         return self._fingerprint
 
-    def _window(self, a: int, b: int) -> np.ndarray:
-        """Read-only ``[b - a, seq + 1]`` overlapping view of stream samples ``a .. b-1``."""
+    def _stream(self, a: int, b: int) -> np.ndarray:
+        """The contiguous tokens of stream samples ``a .. b-1``: ``(b - a) * seq + 1`` of them."""
         (p0, off0), (p1, off1) = self.sample_idx[a], self.sample_idx[b]
-        if p0 == p1:
-            stream = np.array(self.indexed.get(int(self.doc_idx[p0]), int(off0), int(off1 - off0 + 1)))
-        else:
-            pieces = [self.indexed.get(int(self.doc_idx[p0]), int(off0))]
-            pieces.extend(self.indexed.get(int(d)) for d in self.doc_idx[p0 + 1:p1])
-            pieces.append(self.indexed.get(int(self.doc_idx[p1]), 0, int(off1 + 1)))
-            stream = np.concatenate(pieces)
+        docs = self.doc_idx[p0:p1 + 1]
+        if self._tokens is None:  # an indexed dataset without a flat token view: one get() per document
+            if p0 == p1:
+                return np.array(self.indexed.get(int(docs[0]), int(off0), int(off1 - off0 + 1)))
+            pieces = [self.indexed.get(int(docs[0]), int(off0))]
+            pieces.extend(self.indexed.get(int(d)) for d in docs[1:-1])
+            pieces.append(self.indexed.get(int(docs[-1]), 0, int(off1 + 1)))
+            return np.concatenate(pieces)
+        base = np.asarray(self.indexed.pointers[docs], dtype=np.int64) // self._tokens.itemsize  # element offsets
+        first, last = base.copy(), base + np.asarray(self.indexed.sizes[docs], dtype=np.int64)
+        first[0] += off0
+        last[-1] = base[-1] + off1 + 1
+        tokens = self._tokens
+        if len(docs) == 1:
+            return np.array(tokens[first[0]:last[0]])
+        return np.concatenate([tokens[f:e] for f, e in zip(first.tolist(), last.tolist())])
+
+    def _window(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stream samples ``a .. b-1``: their token run and its read-only overlapping ``[b - a, seq + 1]`` view."""
+        stream = self._stream(a, b)
         seq = self.seq_length
         if stream.size != (b - a) * seq + 1:
             raise AnalyzerError(f"token stream of GPT samples {a}..{b - 1} has {stream.size} tokens, "
                                 f"expected {(b - a) * seq + 1}")
-        return as_strided(stream, shape=(b - a, seq + 1), strides=(seq * stream.itemsize, stream.itemsize),
+        view = as_strided(stream, shape=(b - a, seq + 1), strides=(seq * stream.itemsize, stream.itemsize),
                           writeable=False)
+        return stream, view
 
     def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
         """Stream samples ``[start, end)`` in chunks of about 2M tokens (batch_size does not change results)."""
         chunk = max(1, _STREAM_CHUNK_TOKENS // (self.seq_length + 1))
         for a in range(start, end, chunk):
             b = min(end, a + chunk)
-            yield self.ids_by_stream_sample[a:b], self._window(a, b), None
+            stream, view = self._window(a, b)
+            yield self.ids_by_stream_sample[a:b], view, None, stream
+
+
+def _token_array(indexed: Any) -> np.ndarray | None:
+    """All elements of an MMIDIDX ``.bin`` as one read-only memory-mapped array (None if not an MMIDIDX reader)."""
+    prefix, pointers, dtype = (getattr(indexed, a, None) for a in ("path_prefix", "pointers", "dtype"))
+    path = f"{prefix}.bin"
+    if prefix is None or pointers is None or dtype is None or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
 
 
 def is_gpt_stream_dataset(dataset: Any) -> bool:
@@ -197,7 +222,7 @@ class DatasetSource:
             ids = np.fromiter((s[0] for s in samples), dtype=np.int64, count=len(samples))
             tokens = np.stack([s[1] for s in samples])
             mask = None if samples[0][2] is None else np.stack([s[2] for s in samples])
-            yield ids, tokens, mask
+            yield ids, tokens, mask, None
 
 
 def make_source(dataset: Any, data_type: str = "GPT", sample_indices: Sequence[int] | None = None) -> SampleSource:

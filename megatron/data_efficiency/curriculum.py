@@ -84,14 +84,17 @@ class CurriculumLearning:
         if self.de_active and not use_sampler and any(m.schedule_based for m in self.curriculum.metrics):
             raise ValueError("data_efficiency.data_sampling.curriculum_learning has schedule_based metrics, which "
                              "need the curriculum sampler: pass --data-efficiency-curriculum-learning")
+        # with the sampler, the schedulers are the sampler's (build_sampler); without, ours at iteration + 1
+        self.metric_names = [m.name for m in self.curriculum.metrics] if self.de_active else []
         self.schedulers: dict[str, CurriculumScheduler] = (
             {m.name: CurriculumScheduler(m.schedule, m.name) for m in self.curriculum.metrics}
-            if self.de_active else {})
+            if self.de_active and not use_sampler else {})
         self.legacy_scheduler = (CurriculumScheduler(self.legacy.schedule, "seqlen")
                                  if self.legacy.enabled and self.legacy.schedule is not None else None)
         self.seqlen_mode = self.curriculum.seqlen_mode if self.de_active else None
         if self.legacy_scheduler is not None:
             self.seqlen_mode = "truncate"
+        self._user_hook = data_post_process
         self.data_post_process = data_post_process or (
             make_gpt_data_post_process(seq_length) if model_type == "gpt"
             else make_bert_data_post_process(seq_length, group))
@@ -132,15 +135,21 @@ class CurriculumLearning:
 
     def set_custom_curriculum_learning_schedule(self, schedule_fns: Mapping[str, Callable[[int], int]]) -> None:
         """Install ``{metric: fn(step) -> difficulty}`` for metrics with schedule_type custom."""
-        known = set(self.schedulers) | ({"seqlen"} if self.legacy_scheduler else set())
+        known = set(self.metric_names) | ({"seqlen"} if self.legacy_scheduler else set())
         for name, fn in schedule_fns.items():
             if name not in known:
                 raise ValueError(f"set_custom_curriculum_learning_schedule: unknown curriculum metric {name!r}; "
                                  f"configured metrics: {', '.join(sorted(known)) or 'none'}")
-            if name == "seqlen" and self.legacy_scheduler is not None and name not in self.schedulers:
+            if name == "seqlen" and self.legacy_scheduler is not None and name not in self.metric_names:
                 self.legacy_scheduler.set_custom_get_difficulty(fn)
-            else:
+            elif name in self.schedulers:
                 self.schedulers[name].set_custom_get_difficulty(fn)
+                self._custom[name] = fn
+            else:  # applied by build_sampler; check the schedule type now
+                stype = next(m.schedule.schedule_type for m in self.curriculum.metrics if m.name == name)
+                if stype != "custom" or not callable(fn):
+                    raise ValueError(f"curriculum metric {name}: a custom schedule needs schedule_type custom "
+                                     f"(got {stype}) and a callable (got {fn!r})")
                 self._custom[name] = fn
 
     # ------------------------------------------------------------------------------------------------------------
@@ -149,6 +158,9 @@ class CurriculumLearning:
         if self.sampler is not None:
             info = self.sampler.consume()
             return dict(info.difficulties), info.curriculum_step
+        if self.use_sampler:
+            raise RuntimeError("curriculum learning: post_process called before build_sampler(); the training "
+                               "batches must come from the curriculum sampler")
         return {name: s.update_difficulty(step) for name, s in self.schedulers.items()}, step
 
     def post_process(self, batch: Batch, state: Any) -> Batch:
@@ -162,8 +174,8 @@ class CurriculumLearning:
                 batch, seqlen = post_process_bert(batch, self.seq_length, cs, self.group, round_to=1)
             self.curriculum_seqlen, self.rows_per_microbatch = seqlen, None
             return batch
-        if not self.de_active:
-            return self.data_post_process(batch, {"current_difficulties": {}})
+        if not self.de_active:  # no curriculum: only the entry point's own hook, with no difficulties
+            return batch if self._user_hook is None else self._user_hook(batch, {"current_difficulties": {}})
         difficulties, step = self._difficulties_for_batch(state)
         self.current_difficulties = difficulties
         out = self.data_post_process(batch, {"current_difficulties": dict(difficulties), "curriculum_step": step})
@@ -208,7 +220,7 @@ class CurriculumLearning:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (before or after ``build_sampler``)."""
         for name, s in state_dict.get("schedulers", {}).items():
-            if name in self.schedulers:
+            if name in self.schedulers:  # with a sampler, its state (below) restores the difficulties
                 self.schedulers[name].load_state_dict(s)
         if "legacy" in state_dict and self.legacy_scheduler is not None:
             self.legacy_scheduler.load_state_dict(state_dict["legacy"])

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from megatron.data_efficiency.analyzer_io import AnalyzerError, metric_output_prefix, read_index_file
 
@@ -73,6 +74,10 @@ class MetricBatch:
     """``[B, L]`` 0/1 mask for BERT samples; None for GPT (every token is real)."""
     context: MetricContext
     """Dataset-wide settings (vocabulary size, save path, ...)."""
+    stream: np.ndarray | None = None
+    """GPT fast path only: the contiguous token run that ``tokens`` views, row ``b`` being
+    ``stream[b * (L - 1) : b * (L - 1) + L]`` (consecutive rows share one token). Built-ins use it to
+    avoid copying the overlapping view; user metrics can ignore it."""
 
 
 MetricFn = Callable[[MetricBatch], np.ndarray]
@@ -166,14 +171,19 @@ def _total_vocab_freq(batch: MetricBatch) -> np.ndarray:
     size = batch.context.padded_vocab_size
     if size is None:
         raise AnalyzerError("total_vocab_freq needs the padded vocabulary size (tokenizer flags)")
-    tokens = batch.tokens
-    if batch.padding_mask is not None:
-        tokens = tokens[batch.padding_mask != 0]
-    flat = tokens.ravel()
+    if batch.stream is not None:  # every stream token once, plus the tokens shared by consecutive rows
+        step = batch.tokens.shape[1] - 1
+        flat, shared = batch.stream, batch.stream[step:-1:step]
+    else:
+        tokens = batch.tokens if batch.padding_mask is None else batch.tokens[batch.padding_mask != 0]
+        flat, shared = tokens.ravel(), None
     if flat.size and int(flat.max()) > size:
         raise AnalyzerError(f"token id {int(flat.max())} exceeds the padded vocabulary size {size}: "
                             f"check --tokenizer-type/--vocab-file against the data")
-    return np.bincount(flat, minlength=size + 1).astype(np.int64)
+    counts = np.bincount(flat, minlength=size + 1)
+    if shared is not None and shared.size:
+        counts += np.bincount(shared, minlength=size + 1)
+    return counts.astype(np.int64, copy=False)
 
 
 def token_nll(tokens: np.ndarray, nll: np.ndarray) -> np.ndarray:
@@ -186,9 +196,15 @@ def token_nll(tokens: np.ndarray, nll: np.ndarray) -> np.ndarray:
 
 def _vocab_rarity(batch: MetricBatch) -> np.ndarray:
     """Per-sample sum of token nll in float64, truncated toward zero."""
-    values = token_nll(batch.tokens, batch.context.vocab_nll())  # [B, L] float64
-    if batch.padding_mask is not None:
-        values = batch.padding_mask * values
+    nll = batch.context.vocab_nll()
+    if batch.stream is not None:  # gather once over the stream, then sum its overlapping [B, L] rows
+        b, length = batch.tokens.shape
+        per_token = token_nll(batch.stream, nll)
+        values = as_strided(per_token, shape=(b, length), strides=((length - 1) * 8, 8), writeable=False)
+    else:
+        values = token_nll(batch.tokens, nll)  # [B, L] float64
+        if batch.padding_mask is not None:
+            values = batch.padding_mask * values
     return values.sum(axis=1).astype(np.int64)
 
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .cluster import (ClusterBuilder, CurriculumDataError, MetricIndex, cluster_checksum, read_cluster_file,
                       write_cluster_file)
@@ -194,6 +195,18 @@ class CurriculumSampler:
     def cluster_sizes(self) -> list[int]:
         """Size of every cluster built so far."""
         return [len(c.base) for c in self._clusters]
+
+    def cluster_ids(self, i: int) -> np.ndarray:
+        """Sorted sample ids of cluster ``i`` (a read-only view)."""
+        view = self._clusters[i].base.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def clusters_info(self) -> list[dict[str, Any]]:
+        """Name, size and the (previous, current) difficulties of every cluster built so far."""
+        return [{"name": c.name, "size": len(c.base), "previous": dict(c.previous), "current": dict(c.current)}
+                for c in self._clusters]
 
     # ------------------------------------------------------------------------------------------------------------
     def _snapshot(self, batch: np.ndarray, consumed_before: int) -> _Snapshot:
@@ -362,7 +375,10 @@ class CurriculumSampler:
                                       f"{len(remainder)} ids left, not a multiple of micro_batch × dp = "
                                       f"{self.block_size}; resume with the same batch sizes")
         self._builder.reset()
-        self._clusters = [self._restore_cluster(rec) for rec in state["clusters"]]
+        records = list(state["clusters"])
+        quiet = sum(int(r["size"]) for r in records) < 5_000_000 or _global_rank() != 0
+        self._clusters = [self._restore_cluster(rec) for rec in
+                          tqdm(records, desc="rebuilding curriculum clusters", unit="cluster", disable=quiet)]
         self._rng = _generator_from_state(state["np_rng_state"])
         self.curriculum_step = int(state["curriculum_step"])
         self.current_difficulties = {k: int(v) for k, v in state["current_difficulties"].items()}

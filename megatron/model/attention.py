@@ -74,9 +74,9 @@ class SelfAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
         else:
             check_attention_mask(attention_mask, b, s)
-            allowed = ~attention_mask  # [b or 1, 1, s, s], True = may attend (SDPA convention)
-            # A query row with no visible key would give NaN; let such rows (padding) see everything.
-            allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+            # SDPA's bool mask means True = may attend. A fully blocked query row (Megatron's BERT
+            # mask on padding rows) yields a zero output in torch >= 2.5, not NaN.
+            allowed = ~attention_mask  # [b or 1, 1, s, s]
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
         context = context.transpose(1, 2).reshape(b, s, h)  # [b, s, h]
         return self.dense(context)  # [b, s, h]

@@ -14,12 +14,19 @@ from typing import Callable, Iterable
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 from .base import AbstractTokenizer, TokenizerError, check_file
-from .reference_wordpiece import is_cjk, is_control, is_punctuation
+from .reference_wordpiece import ReferenceBertTokenizer, is_cjk, is_control
 
 # The specials a trained vocab starts with; [BOS]/[EOS] are included so Megatron adds nothing.
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
 REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_CHARS_PER_WORD = 200  # BERT's original WordPiece limit (HF's default is 100)
+# Code points whose Unicode category changed in a way the engine's steps cannot undo (the engine strips
+# or splits them, Python's tables do not). Texts containing one are encoded by the reference instead.
+# Found by probing every code point (tests/unit/test_tokenizer.py re-checks this list).
+ENGINE_DIVERGENT_CHARS = {
+    True: "\u166d\u1734\U00011938",   # lowercase: U+166D So, U+1734 / U+11938 Mc (engine strips them)
+    False: "\u166d\U000111c9",         # cased: U+166D So, U+111C9 Mn (engine splits them off)
+}
 
 
 def read_vocab_txt(path: str, flag: str = "--vocab-file") -> dict[str, int]:
@@ -36,32 +43,41 @@ def read_vocab_txt(path: str, flag: str = "--vocab-file") -> dict[str, int]:
     return vocab
 
 
-def _char_class(predicate: Callable[[str], bool]) -> str:
-    """A regex character class (onig syntax) of every code point for which `predicate` holds."""
-    ranges: list[tuple[int, int]] = []
-    start = None
-    for cp in range(0x110001):
-        hit = cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF and predicate(chr(cp))
-        if hit and start is None:
-            start = cp
-        elif not hit and start is not None:
-            ranges.append((start, cp - 1))
-            start = None
-    return "[" + "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges) + "]"
-
-
-@functools.lru_cache(maxsize=2)
-def removed_char_class(lower_case: bool) -> str:
-    """Characters BERT deletes: controls/format/unassigned ('C*'), plus combining marks (Mn) when
-    lowercasing (accent stripping) — per the running Python's Unicode tables, like the reference."""
-    drop = ("Mn",) if lower_case else ()
-    return _char_class(lambda c: (is_control(c) or unicodedata.category(c) in drop))
+def _ranges_to_class(codepoints: list[int]) -> str:
+    """A regex character class (oniguruma syntax) matching exactly the sorted `codepoints`."""
+    parts: list[str] = []
+    i = 0
+    while i < len(codepoints):
+        j = i
+        while j + 1 < len(codepoints) and codepoints[j + 1] == codepoints[j] + 1:
+            j += 1
+        parts.append(f"\\x{{{codepoints[i]:X}}}-\\x{{{codepoints[j]:X}}}")
+        i = j + 1
+    return "[" + "".join(parts) + "]" if parts else ""
 
 
 @functools.lru_cache(maxsize=1)
-def isolated_char_class() -> str:
-    """Characters BERT makes single tokens: non-ASCII punctuation ('P*') and CJK ideographs."""
-    return _char_class(lambda c: ord(c) > 127 and (is_punctuation(c) or is_cjk(c)))
+def unicode_classes() -> dict[str, str]:
+    """Character classes from Python's Unicode tables (one pass over all code points):
+    'control' = what BERT deletes ('C*' but tab/newline/CR), 'mark' = Mn (deleted by accent stripping),
+    'isolate' = non-ASCII punctuation and CJK ideographs (BERT makes each its own token)."""
+    control: list[int] = []
+    mark: list[int] = []
+    isolate: list[int] = []
+    for cp in range(0x80, 0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        ch = chr(cp)
+        cat = unicodedata.category(ch)
+        if cat[0] == "C":
+            control.append(cp)
+        elif cat == "Mn":
+            mark.append(cp)
+        elif cat[0] == "P" or is_cjk(ch):
+            isolate.append(cp)
+    ascii_control = [cp for cp in range(0x80) if is_control(chr(cp))]
+    return {"control": _ranges_to_class(ascii_control + control), "mark": _ranges_to_class(mark),
+            "isolate": _ranges_to_class(isolate)}
 
 
 def build_wordpiece_engine(vocab: dict[str, int], lower_case: bool) -> Tokenizer:
@@ -71,14 +87,16 @@ def build_wordpiece_engine(vocab: dict[str, int], lower_case: bool) -> Tokenizer
     # HF's BertNormalizer/BertPreTokenizer use older Unicode tables than Python (and skip CJK block
     # U+2B820-2B91F); the extra Replace/Split steps apply the reference's tables, so the ids agree
     # with the Python algorithm of Megatron's BERT tokenizer for every assigned character.
+    classes = unicode_classes()
+    removed = classes["control"][:-1] + (classes["mark"][1:] if lower_case else "]")
     engine.normalizer = normalizers.Sequence([
-        normalizers.Replace(Regex(removed_char_class(lower_case)), ""),
+        normalizers.Replace(Regex(removed), ""),
         normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                    strip_accents=lower_case, lowercase=lower_case),
     ])
     engine.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.BertPreTokenizer(),
-        pre_tokenizers.Split(Regex(isolated_char_class()), behavior="isolated"),
+        pre_tokenizers.Split(Regex(classes["isolate"]), behavior="isolated"),
     ])
     return engine
 
@@ -98,6 +116,9 @@ class BertWordPieceTokenizer(AbstractTokenizer):
             raise TokenizerError(f"--vocab-file {vocab_file}: missing BERT special token(s) "
                                  f"{', '.join(missing)}; expected a BERT vocab.txt")
         self._engine = build_wordpiece_engine(self._vocab, lower_case)
+        self._divergent = ENGINE_DIVERGENT_CHARS[lower_case]
+        self._reference = ReferenceBertTokenizer(self._vocab, lower_case=lower_case,
+                                                 max_chars=MAX_CHARS_PER_WORD)
         self._inv_vocab = {i: t for t, i in self._vocab.items()}
         self.cls_id = self._vocab["[CLS]"]
         self.sep_id = self._vocab["[SEP]"]
@@ -129,11 +150,29 @@ class BertWordPieceTokenizer(AbstractTokenizer):
 
     def tokenize(self, text: str) -> list[int]:
         """Encode text into WordPiece ids (no [CLS]/[SEP] added)."""
-        return self._engine.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        return self.tokenize_batch([text])[0]
+
+    def _needs_reference(self, text: str) -> bool:
+        return not text.isascii() and any(c in text for c in self._divergent)
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
-        """Encode many texts with the engine's batch path."""
-        return [e.ids for e in self._engine.encode_batch_fast(list(texts), add_special_tokens=False)]
+        """Encode many texts with the engine's batch path (threads inside the engine)."""
+        for t in texts:
+            if not isinstance(t, str):
+                raise TokenizerError(f"cannot tokenize a {type(t).__name__}; expected str")
+        slow = {i for i, t in enumerate(texts) if self._needs_reference(t)}
+        fast = [i for i in range(len(texts)) if i not in slow]
+        out: list[list[int]] = [[] for _ in texts]
+        try:
+            encoded = self._engine.encode_batch_fast([texts[i] for i in fast], add_special_tokens=False)
+        except TypeError:  # lone surrogates: the engine refuses them, BERT deletes them (category Cs)
+            slow = set(range(len(texts)))
+        else:
+            for i, enc in zip(fast, encoded):
+                out[i] = enc.ids
+        for i in slow:
+            out[i] = self._reference.encode(texts[i])
+        return out
 
     def _tokens(self, token_ids: Iterable[int]) -> list[str]:
         out = []

@@ -3,17 +3,46 @@
 The engine is configured to reproduce GPT-2 exactly (same pre-tokenization regex, no prefix space,
 no special-token matching: the text "<|endoftext|>" is encoded as ordinary characters, as in GPT-2
 and Megatron); `reference_bpe.ReferenceGPT2BPE` is the pure-Python ground truth the tests compare with.
+
+The engine's regex library (oniguruma) and the `regex` package carry different Unicode versions, so
+they can disagree on letters/digits assigned in recent Unicode versions. Those code points are all
+unassigned in Python's own `unicodedata` tables; a text containing one is encoded by the reference
+(exact, slower). Such text is very rare, and plain-ASCII text skips the check entirely.
 """
 from __future__ import annotations
 
+import functools
+import unicodedata
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from .base import AbstractTokenizer, TokenizerError, check_file
-from .reference_bpe import bytes_to_unicode, check_byte_alphabet, read_merges_txt, read_vocab_json
+from .reference_bpe import (ReferenceGPT2BPE, bytes_to_unicode, check_byte_alphabet, read_merges_txt,
+                            read_vocab_json)
 
 EOD_TOKEN = "<|endoftext|>"
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_unassigned(ch: str) -> bool:
+    """True if Python's Unicode tables do not assign `ch` (category Cn)."""
+    return unicodedata.category(ch) == "Cn"
+
+
+def needs_reference(text: str) -> bool:
+    """True if `text` holds a code point on which the engine's and `regex`'s Unicode tables may differ."""
+    return not text.isascii() and any(_is_unassigned(c) for c in set(text) if c > "\u0377")
+
+
+def check_encodable(text: str) -> None:
+    """Raise a clear error for text that is not valid Unicode (a lone surrogate cannot become UTF-8)."""
+    if not isinstance(text, str):
+        raise TokenizerError(f"cannot tokenize a {type(text).__name__}; expected str")
+    for pos, ch in enumerate(text):
+        if "\ud800" <= ch <= "\udfff":
+            raise TokenizerError(f"text contains a lone surrogate U+{ord(ch):04X} at character {pos}; "
+                                 "it cannot be encoded as UTF-8")
 
 
 def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
@@ -43,6 +72,7 @@ class GPT2BPETokenizer(AbstractTokenizer):
         self._inv_vocab = {i: t for t, i in self._vocab.items()}
         self._eod = self._vocab[EOD_TOKEN]
         self._engine = build_bpe_engine(self._vocab, self.merges)
+        self._reference: ReferenceGPT2BPE | None = None  # built on first use (rare texts only)
         # id → bytes table for an exact, engine-independent detokenize.
         byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
         size = max(self._inv_vocab) + 1
@@ -68,13 +98,42 @@ class GPT2BPETokenizer(AbstractTokenizer):
         """Id of <|endoftext|>."""
         return self._eod
 
+    def reference(self) -> ReferenceGPT2BPE:
+        """The pure-Python reference encoder over the same vocab/merges."""
+        if self._reference is None:
+            self._reference = ReferenceGPT2BPE(self._vocab, self.merges)
+        return self._reference
+
     def tokenize(self, text: str) -> list[int]:
         """Encode text into ids (no special tokens recognised or added)."""
-        return self._engine.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        return self.tokenize_batch([text])[0]
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
         """Encode many texts with the engine's batch path (threads inside the engine)."""
-        return [e.ids for e in self._engine.encode_batch_fast(list(texts), add_special_tokens=False)]
+        slow = [i for i, t in enumerate(texts) if not isinstance(t, str) or needs_reference(t)]
+        if not slow:
+            return self._encode_engine(list(texts))
+        out: list[list[int]] = [[] for _ in texts]
+        slow_set = set(slow)
+        fast = [i for i in range(len(texts)) if i not in slow_set]
+        for i, ids in zip(fast, self._encode_engine([texts[i] for i in fast])):
+            out[i] = ids
+        for i in slow:
+            try:
+                out[i] = self.reference().encode(texts[i])
+            except (UnicodeEncodeError, TypeError, AttributeError):
+                check_encodable(texts[i])
+                raise
+        return out
+
+    def _encode_engine(self, texts: list[str]) -> list[list[int]]:
+        try:
+            return [e.ids for e in self._engine.encode_batch_fast(texts, add_special_tokens=False)]
+        except TypeError:  # the engine refuses strings with lone surrogates
+            for t in texts:
+                if not t.isascii():
+                    check_encodable(t)
+            raise
 
     def detokenize(self, token_ids: Iterable[int]) -> str:
         """Decode ids into text; invalid UTF-8 byte sequences become U+FFFD (GPT-2's errors='replace')."""

@@ -114,3 +114,18 @@ def test_bad_shapes_are_clear_errors() -> None:
         model(ids, padding[:, :-1], types)
     with pytest.raises(ValueError, match="num_tokentypes"):
         make_model(num_tokentypes=0)(ids, padding, types)
+
+
+def test_fully_blocked_query_rows_stay_finite() -> None:
+    """Megatron's own BERT mask blocks padding rows entirely; attention must not turn them into NaN."""
+    model = make_model()
+    ids, types, padding = batch()
+    padding[:, 8:] = 0
+    pad = padding.bool()
+    megatron_mask = ~(pad.unsqueeze(1) & pad.unsqueeze(2)).unsqueeze(1)  # [b, 1, s, s], pad rows all True
+    with torch.no_grad():
+        hidden = model.embedding(ids, torch.arange(S).expand(2, S), types)
+        ours = model.encoder(hidden, attention_mask=bert_extended_attention_mask(padding))
+        theirs = model.encoder(hidden, attention_mask=megatron_mask)
+    assert torch.isfinite(theirs).all()
+    torch.testing.assert_close(theirs[:, :8], ours[:, :8], rtol=1e-5, atol=1e-5)

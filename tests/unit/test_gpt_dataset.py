@@ -216,3 +216,45 @@ def test_blended_data_path_builds_proportional_blend(tmp_path):
     np.testing.assert_array_equal(train[i]["text"], train.datasets[1][int(train.dataset_sample_index[i])]["text"])
     with pytest.raises(DatasetError, match="--data-path"):
         gd.build_train_valid_test_datasets(["0.3", pa, pb], "mmap", "1", [10, 0, 0], 8, 4)
+
+
+def _two_rank_worker(rank: int, prefix: str, init_file: str, results: str) -> None:
+    """Rank 1 must not build the maps: it waits on the barrier and loads rank 0's files."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        if rank == 1:
+            gd.build_sample_idx = lambda *a: (_ for _ in ()).throw(AssertionError("rank 1 built an index map"))
+        train = gd.build_train_valid_test_datasets([prefix], "mmap", "1", [60, 0, 0], 8, 11)[0]
+        np.save(f"{results}_{rank}.npy", np.stack([train[i]["text"] for i in range(len(train))]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank0_builds_other_ranks_wait_and_load(tmp_path):
+    import torch.multiprocessing as mp
+
+    prefix, _ = make_prefix(tmp_path)
+    results = str(tmp_path / "samples")
+    # fork: the children need no fresh torch import (seconds on a busy 2-core machine)
+    mp.start_processes(_two_rank_worker, args=(prefix, str(tmp_path / "init"), results), nprocs=2, start_method="fork")
+    np.testing.assert_array_equal(np.load(f"{results}_0.npy"), np.load(f"{results}_1.npy"))
+    assert os.path.isfile(gd.index_map_filenames(prefix, "train", 60, 8, 11)["shuffle"])
+
+
+def test_tiny_split_repeats_epochs_and_empty_split_errors(tmp_path):
+    prefix = str(tmp_path / "tiny")
+    docs = [np.arange(5), np.arange(3), np.zeros(0)]
+    write_docs(prefix, docs)
+    train = gd.build_train_valid_test_datasets([prefix], "mmap", "1", [4, 0, 0], 8, 1)[0]
+    assert len(train) >= 4 and len(train.doc_idx) == 3 * gd.num_epochs(8, 8, 4)  # many epochs of 8 tokens
+    stream = np.concatenate([docs[int(d)] for d in train.doc_idx])
+    j = int(train.shuffle_idx[0])
+    np.testing.assert_array_equal(train[0]["text"], stream[j * 8 : j * 8 + 9])
+    with pytest.raises(DatasetError, match="fewer than one sample of --seq-length 8.*exact-num-epochs"):
+        gd.build_train_valid_test_datasets([prefix], "mmap", "1", [1, 0, 0], 8, 1, train_data_exact_num_epochs=1)
+    empty = str(tmp_path / "empty")
+    write_docs(empty, [np.zeros(0), np.zeros(0)])
+    with pytest.raises(DatasetError, match="train split has no tokens"):
+        gd.build_train_valid_test_datasets([empty], "mmap", "1", [1, 0, 0], 8, 1)

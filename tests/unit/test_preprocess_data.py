@@ -239,3 +239,17 @@ def test_splitter_newline_rules():
     assert kept == ["\n  First line\nwraps here. ", "Second one.\n\n", "no period paragraph\ncontinues\n"]
     assert "".join(kept) == text
     assert split_sentences(" \n\t ") == [] and split_sentences(" \n ", keep_newlines=True) == []
+
+
+def test_inspect_dataset_tool(tmp_path, capsys):
+    src = _write_lines(tmp_path / "i.jsonl", [b'{"text": "Hello there."}\n', b'{"text": "Bye."}\n'])
+    assert run(src, str(tmp_path / "i"), "--append-eod") == 0
+    capsys.readouterr()
+    inspect = _load_tool("inspect_dataset")
+    prefix = str(tmp_path / "i_text_document")
+    assert inspect.main([prefix, "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", VOCAB, "--merge-file", MERGES]) == 0
+    out = capsys.readouterr().out
+    assert "version=1 dtype_code=8 N=2 D=3" in out and "dtype       uint16" in out
+    assert "text: 'Hello there.<|endoftext|>'" in out
+    assert inspect.main([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -1,0 +1,135 @@
+"""Tiny end-to-end GPT runs through pretrain_gpt.py on the DeepSpeed engine (CPU, seeded)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, subprocess_env
+
+_spec = importlib.util.spec_from_file_location("pretrain_gpt_entry", REPO / "pretrain_gpt.py")
+pretrain_gpt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pretrain_gpt)
+
+
+def run(argv: list[str]):
+    """Run pretrain in this process and return its TrainResult."""
+    from megatron.training import pretrain
+
+    return pretrain(pretrain_gpt.train_valid_test_datasets_provider, pretrain_gpt.model_provider,
+                    pretrain_gpt.forward_step, args_defaults={"tokenizer_type": "GPT2BPETokenizer"},
+                    data_post_process=pretrain_gpt.data_post_process, argv=argv)
+
+
+def test_loss_falls_and_tensorboard_written(make_argv, tmp_path):
+    tb = tmp_path / "tb"
+    result = run(make_argv(train_iters=30, eval_interval=10, tensorboard_dir=tb, log_validation_ppl_to_tensorboard=True,
+                           log_batch_size_to_tensorboard=True))
+    losses = [step["lm loss"] for step in result.losses]
+    assert len(losses) == 30 and result.state.iteration == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
+    # evaluation every 10 iterations (10, 20) and at the end (30), with finite perplexity
+    assert [it for it, _ in result.evaluations] == [10, 20, 30]
+    assert all(math.isfinite(m["lm loss"]) for _, m in result.evaluations)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("lm loss", "lm loss vs samples", "lm loss vs tokens", "learning-rate", "learning-rate vs tokens",
+                "grad-norm", "batch-size", "lm loss validation", "lm loss validation ppl vs tokens"):
+        assert tag in tags, (tag, sorted(tags))
+    by_tokens = acc.Scalars("lm loss vs tokens")
+    assert [e.step for e in by_tokens][:3] == [256, 512, 768]  # 8 samples x 32 tokens per iteration
+    assert by_tokens[0].value == pytest.approx(losses[0], rel=1e-6)
+
+
+def test_counters_lr_and_train_tokens_budget(make_argv):
+    # 256 tokens per iteration: --train-tokens 1000 stops after 4 iterations although --train-iters is 50
+    result = run(make_argv(train_iters=50, train_tokens=1000, lr_warmup_iters=2, lr_decay_style="linear",
+                           lr=1e-3, min_lr=0.0))
+    state = result.state
+    assert (state.iteration, state.consumed_train_samples, state.consumed_train_tokens) == (4, 32, 1024)
+    assert state.actual_seq_length == 32
+    # Megatron schedule in samples: warmup 2 iters = 16 samples, linear decay over 50 iters = 400 samples;
+    # the lr applied at iteration i is the one set after i-1 steps of 8 samples
+    expected = []
+    for i in range(4):
+        samples = 8 * i
+        if samples <= 16:
+            expected.append(1e-3 * samples / 16)
+        else:
+            expected.append(1e-3 * (1 - (samples - 16) / (400 - 16)))
+    assert result.lrs == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_resume_equals_uninterrupted(make_argv, tmp_path):
+    common = dict(train_iters=10, attention_dropout=0.1, hidden_dropout=0.1, eval_interval=3)
+    full = run(make_argv(save=tmp_path / "full", save_interval=5, **common))
+    part = run(make_argv(save=tmp_path / "part", exit_interval=5, **common))  # "killed" after 5 iterations
+    assert part.state.iteration == 5 and part.exit_reason.startswith("--exit-interval")
+    assert (tmp_path / "part" / "latest").read_text() == "global_step5"
+    assert (tmp_path / "part" / "latest_checkpointed_iteration.txt").read_text() == "5"
+    resumed = run(make_argv(load=tmp_path / "part", save=tmp_path / "part", **common))
+    full_losses = [s["lm loss"] for s in full.losses]
+    assert [s["lm loss"] for s in part.losses] == full_losses[:5]
+    assert resumed.iterations == [6, 7, 8, 9, 10]
+    assert [s["lm loss"] for s in resumed.losses] == full_losses[5:]  # bitwise identical, dropout included
+    assert resumed.lrs == full.lrs[5:]
+    assert resumed.state.consumed_train_samples == full.state.consumed_train_samples == 80
+    assert resumed.state.consumed_train_tokens == full.state.consumed_train_tokens == 80 * 32
+
+
+def test_killed_save_leaves_previous_checkpoint(make_argv, tmp_path, monkeypatch):
+    from megatron.training import checkpointing
+
+    ckpt = tmp_path / "ckpt"
+    run(make_argv(train_iters=6, save=ckpt, save_interval=3, exit_interval=3))
+    assert (ckpt / "latest").read_text() == "global_step3"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(checkpointing, "_publish", killed)  # the engine has written global_step6.tmp by now
+    with pytest.raises(KeyboardInterrupt):
+        run(make_argv(train_iters=6, load=ckpt, save=ckpt, save_interval=3))
+    assert (ckpt / "latest").read_text() == "global_step3"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "3"
+    assert (ckpt / "global_step6.tmp").is_dir() and os.listdir(ckpt / "global_step6.tmp")
+    assert not (ckpt / "global_step6").exists()
+
+    monkeypatch.undo()
+    resumed = run(make_argv(train_iters=6, load=ckpt, save=ckpt, save_interval=3))
+    assert resumed.iterations == [4, 5, 6]  # loaded the older, complete checkpoint
+    assert (ckpt / "latest").read_text() == "global_step6"
+    assert not (ckpt / "global_step6.tmp").exists()  # the leftover was removed by the next save
+
+
+def test_two_process_gloo_matches_one_process(make_argv, tmp_path):
+    one = run(make_argv(train_iters=4, micro_batch_size=2, global_batch_size=8))
+    argv = make_argv(train_iters=4, micro_batch_size=2, global_batch_size=8)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           str(REPO / "pretrain_gpt.py"), *argv]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [float(line.split("lm loss: ")[1].split(" |")[0]) for line in proc.stdout.splitlines()
+              if " iteration " in line and "lm loss: " in line]
+    assert len(losses) == 4, proc.stdout[-3000:]
+    assert losses == pytest.approx([s["lm loss"] for s in one.losses], abs=1e-5)
+    assert "consumed samples:           32" in proc.stdout
+
+
+def test_cli_error_is_one_line_exit_2(make_argv):
+    argv = make_argv(global_batch_size=6)  # not divisible by micro-batch 4 x 1 rank
+    proc = subprocess.run([sys.executable, str(REPO / "pretrain_gpt.py"), *argv], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --global-batch-size 6 is not divisible by --micro-batch-size 4 x data-parallel size 1 "
+                      "(= 4)"], proc.stderr
+    assert "Traceback" not in proc.stderr
