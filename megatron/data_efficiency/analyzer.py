@@ -386,9 +386,10 @@ def run_reduce(save_path: str, metrics: Sequence[str | Metric], *, num_workers: 
         raise AnalyzerError(f"--analyzing-num-threads-reduce must be >= 1, got {num_threads_reduce}")
     resolved = resolve_metrics(metrics)
     summaries = {}
+    markers = {m.name: _collect_markers(save_path, m, num_workers, num_threads, num_samples) for m in resolved}
     with tqdm(total=3 * len(resolved), desc="reduce", unit="step", disable=not show_progress) as bar:
         for m in resolved:
-            found = _collect_markers(save_path, m, num_workers, num_threads, num_samples)
+            found = markers[m.name]
             if m.metric_type == SINGLE_VALUE:
                 summaries[m.name] = _reduce_single(save_path, m, found, num_threads_reduce, bar)
             else:

@@ -17,6 +17,7 @@ from .base import TokenizerError
 from .bert_wordpiece import BERT_SPECIAL_TOKENS
 from .gpt2_bpe import EOD_TOKEN
 from .reference_bpe import MERGES_HEADER, byte_alphabet
+from .wordpiece_trainer import count_words, train_wordpiece_vocab
 
 TRAINABLE_TYPES = ("GPT2BPETokenizer", "BertWordPieceLowerCase", "BertWordPieceCase", "SentencePieceTokenizer")
 # Special pieces of the trained SentencePiece model. The eos piece is named <EOD> so that Megatron's
@@ -124,20 +125,13 @@ def train_gpt2_bpe(texts: Iterable[str], vocab_size: int, output_dir: str, min_f
 
 def train_bert_wordpiece(texts: Iterable[str], vocab_size: int, output_dir: str, lower_case: bool,
                          min_frequency: int = 2, progress: bool = True) -> dict[str, str]:
-    """Train a BERT WordPiece vocab (specials first) and write vocab.txt; returns the written path."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """Train a BERT WordPiece vocab (specials first, deterministic) and write vocab.txt."""
     if vocab_size <= len(BERT_SPECIAL_TOKENS):
         raise TokenizerError(f"--vocab-size {vocab_size}: must exceed the {len(BERT_SPECIAL_TOKENS)} "
                              "special tokens")
-    engine = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=200))
-    engine.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                   strip_accents=lower_case, lowercase=lower_case)
-    engine.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        show_progress=progress, special_tokens=list(BERT_SPECIAL_TOKENS),
-                                        limit_alphabet=1000, continuing_subword_prefix="##")
-    engine.train_from_iterator(texts, trainer)
-    tokens = [t for t, _ in sorted(engine.get_vocab().items(), key=lambda kv: kv[1])]
+    counts = count_words(texts, lower_case, progress)
+    tokens = train_wordpiece_vocab(counts, vocab_size, list(BERT_SPECIAL_TOKENS), min_frequency,
+                                   progress=progress)
     for t in tokens:  # vocab.txt is one token per line, read back with str.strip()
         if t != t.strip() or "\n" in t or not t:
             raise TokenizerError(f"trained WordPiece token {t!r} cannot be written to vocab.txt")
