@@ -103,7 +103,7 @@ class Variant:
         self.optimizer.step()
         if timed:
             self.times.append(time.perf_counter() - start)
-        return float(loss)
+        return loss.item()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                                 json_keys=args.json_keys, min_frequency=args.min_frequency,
                                 limit=args.max_docs, progress=not args.no_progress)
         # Load back through the real tokenizer classes: proves the files are usable.
-        kind = "BertWordPieceLowerCase" if args.tokenizer_type == "BertWordPieceLowerCase" else args.tokenizer_type
-        tok = build_tokenizer(kind, vocab_file=paths.get("vocab_file"), merge_file=paths.get("merge_file"),
+        tok = build_tokenizer(args.tokenizer_type, vocab_file=paths.get("vocab_file"),
+                              merge_file=paths.get("merge_file"),
                               tokenizer_model=paths.get("tokenizer_model"))
     except TokenizerError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,6 +20,11 @@ sample-id order and writes, per single-value metric ``m`` (spec §2.6):
 
 and ``{m}_metric_value`` (one item, the summed vector) per accumulate metric. Value dtypes come from
 ``find_fit_int_dtype(min, max)``, sample ids from ``find_fit_int_dtype(0, N - 1)``; doc_idx is ``[0, N]``.
+
+No shared filesystem is needed: the reduce stage reads only ``{save}/{m}/worker*_thread*/`` (three
+small files per metric and thread), so workers can copy those directories to the reducing machine.
+Each marker records the work split, the sample-order fingerprint and the CRC of the inputs a metric
+read (e.g. total_vocab_freq for vocab_rarity); reduce refuses outputs that do not match.
 """
 from __future__ import annotations
 
@@ -150,7 +155,8 @@ def map_thread(source: SampleSource, metrics: Sequence[Metric], context: MetricC
         if progress is not None:
             progress(b)
     if pos != n:
-        raise AnalyzerError(f"worker {worker_id} thread {thread_id}: the source yielded {pos} samples for a range of {n}")
+        raise AnalyzerError(f"worker {worker_id} thread {thread_id}: the source yielded {pos} samples for a range "
+                            f"of {n}")
     for m in metrics:
         p = paths[m.name]
         marker = {"format": MAP_FORMAT_VERSION, "metric": m.name, "metric_type": m.metric_type,
@@ -195,7 +201,8 @@ def run_map(dataset: Any, metrics: Sequence[str | Metric], save_path: str, *, nu
     threads = list(range(num_threads)) if not specific_threads else [int(t) for t in specific_threads]
     bad = [t for t in threads if not 0 <= t < num_threads]
     if bad or len(set(threads)) != len(threads):
-        raise AnalyzerError(f"--analyzing-specific-threads {threads} must be distinct thread ids in [0, {num_threads - 1}]")
+        raise AnalyzerError(f"--analyzing-specific-threads {threads} must be distinct thread ids in "
+                            f"[0, {num_threads - 1}]")
     source = make_source(dataset, data_type, sample_indices)
     context = MetricContext(data_type=data_type, padded_vocab_size=padded_vocab_size, seq_length=seq_length,
                             save_path=save_path)
@@ -219,32 +226,43 @@ def run_map(dataset: Any, metrics: Sequence[str | Metric], save_path: str, *, nu
 
 
 def _run_forked(threads: list[int], kwargs: dict[str, Any], bar: tqdm) -> None:
-    """Run map threads as forked processes; one shared counter drives the progress bar."""
+    """Run the first map thread here and the others as forked processes; a shared counter drives the bar."""
     ctx = mp.get_context("fork")
     errors, counter = ctx.SimpleQueue(), ctx.Value("q", 0)
     procs = {t: ctx.Process(target=_child, args=(errors, counter, dict(kwargs, thread_id=t)), daemon=True)
-             for t in threads}
+             for t in threads[1:]}
     for p in procs.values():
         p.start()
+
+    def progress(b: int) -> None:
+        with counter.get_lock():
+            counter.value += b
+        bar.update(counter.value - bar.n)
+
+    messages: dict[int, str] = {}
     try:
+        try:
+            map_thread(thread_id=threads[0], progress=progress, **kwargs)
+        except Exception as e:  # reported with the children's failures below
+            messages[threads[0]] = f"{type(e).__name__}: {e}"
         pending = {p.sentinel for p in procs.values()}
         while pending:
             pending.difference_update(mp_connection.wait(list(pending), timeout=0.5))
             bar.update(counter.value - bar.n)
-    finally:
+    finally:  # only an interrupt leaves children running here
         for p in procs.values():
             if p.is_alive():
                 p.terminate()
             p.join()
     bar.update(counter.value - bar.n)
-    messages = {}
     while not errors.empty():
         t, msg = errors.get()
         messages[t] = msg
-    failed = sorted(t for t, p in procs.items() if p.exitcode != 0)
+    failed = sorted(set(messages) | {t for t, p in procs.items() if p.exitcode != 0})
     if failed:
         w = kwargs["worker_id"]
-        details = "; ".join(f"thread {t}: {messages.get(t, f'exit code {procs[t].exitcode}')}" for t in failed)
+        details = "; ".join(f"thread {t}: {messages[t] if t in messages else f'exit code {procs[t].exitcode}'}"
+                            for t in failed)
         raise AnalyzerError(f"map failed in worker {w} ({details}); fix the cause and "
                             + _rerun_hint(w, failed[0]) + (f" (threads {failed})" if len(failed) > 1 else ""))
 
@@ -407,14 +425,15 @@ def run_map_reduce(dataset: Any, metrics: Sequence[str | Metric], save_path: str
         raise AnalyzerError("run_map_reduce with several workers needs a barrier (e.g. torch.distributed.barrier); "
                             "or run the map stage on every worker, then the reduce stage once")
     resolved = resolve_metrics(metrics)
+    source = make_source(dataset, data_type, sample_indices)  # built once for every stage
     names = {m.name for m in resolved}
     stages = [[m for m in resolved if not names.intersection(m.requires)],
               [m for m in resolved if names.intersection(m.requires)]]
     summaries: dict[str, dict[str, Any]] = {}
     for stage in (s for s in stages if s):
-        run_map(dataset, stage, save_path, num_workers=num_workers, worker_id=worker_id, num_threads=num_threads,
+        run_map(source, stage, save_path, num_workers=num_workers, worker_id=worker_id, num_threads=num_threads,
                 batch_size=batch_size, data_type=data_type, padded_vocab_size=padded_vocab_size,
-                seq_length=seq_length, sample_indices=sample_indices, show_progress=show_progress)
+                seq_length=seq_length, show_progress=show_progress)
         if barrier is not None:
             barrier()
         if worker_id == 0:
@@ -464,7 +483,8 @@ class DataAnalyzer:
                               worker_id=self.worker_id, num_threads=self.num_threads,
                               num_threads_reduce=self.num_threads_reduce, batch_size=self.batch_size,
                               data_type=self.data_type, padded_vocab_size=self.padded_vocab_size,
-                              seq_length=self.seq_length, sample_indices=self.sample_indices, barrier=_default_barrier(barrier),
+                              seq_length=self.seq_length, sample_indices=self.sample_indices,
+                              barrier=_default_barrier(barrier),
                               show_progress=self.show_progress)
 
 

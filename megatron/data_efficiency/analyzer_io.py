@@ -60,8 +60,9 @@ def split_index(start: int, end: int, parts: int) -> list[tuple[int, int]]:
     return [(int(bounds[i]), int(bounds[i + 1])) for i in range(parts)]
 
 
-def thread_range(num_samples: int, num_workers: int, worker_id: int, num_threads: int, thread_id: int) -> tuple[int, int]:
-    """The ``[start, end)`` work range of one (worker, thread): workers split the data, threads split a worker's share."""
+def thread_range(num_samples: int, num_workers: int, worker_id: int, num_threads: int,
+                 thread_id: int) -> tuple[int, int]:
+    """The ``[start, end)`` work range of one (worker, thread): workers split the data, threads a worker's share."""
     ws, we = split_index(0, num_samples, num_workers)[worker_id]
     return split_index(ws, we, num_threads)[thread_id]
 
@@ -167,7 +168,8 @@ def write_index_file(prefix: str, data: np.ndarray, sizes: np.ndarray | None, dt
         flat = flat.astype(dt)
     sizes_arr = np.ones(flat.size, dtype=np.int64) if sizes is None else np.asarray(sizes, dtype=np.int64).reshape(-1)
     if int(sizes_arr.sum()) != flat.size:
-        raise AnalyzerError(f"{prefix}: item sizes add up to {int(sizes_arr.sum())}, but {flat.size} elements were given")
+        raise AnalyzerError(f"{prefix}: item sizes add up to {int(sizes_arr.sum())}, but {flat.size} elements "
+                            "were given")
     n = sizes_arr.size
     pointers = np.zeros(n, dtype=np.int64)
     if n > 1:

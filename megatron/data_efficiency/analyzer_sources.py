@@ -30,7 +30,7 @@ from megatron.data_efficiency.analyzer_io import AnalyzerError
 logger = logging.getLogger(__name__)
 
 Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
-_STREAM_CHUNK_TOKENS = 1 << 21  # tokens per fast-path chunk: the float64 nll gather stays cache-friendly
+_STREAM_CHUNK_TOKENS = 1 << 20  # tokens per fast-path chunk: temporaries (int index, float64 nll) stay cache-sized
 
 
 class SampleSource(Protocol):
@@ -85,9 +85,11 @@ class GPTStreamSource:
         positions[shuffle_idx] = np.arange(n, dtype=np.int64)  # positions[j] = i with shuffle_idx[i] = j
         self.ids_by_stream_sample = positions
         doc_sizes = np.asarray(self.indexed.sizes, dtype=np.int64)[self.doc_idx]
-        self.doc_start = np.zeros(doc_sizes.size + 1, dtype=np.int64)
-        np.cumsum(doc_sizes, out=self.doc_start[1:])
-        starts = self.doc_start[self.sample_idx[:, 0]] + self.sample_idx[:, 1]
+        doc_start = np.zeros(doc_sizes.size + 1, dtype=np.int64)
+        np.cumsum(doc_sizes, out=doc_start[1:])
+        if self.sample_idx.min() < 0 or self.sample_idx[:, 0].max() >= doc_sizes.size:
+            raise AnalyzerError("GPT dataset sample_idx points outside its doc_idx")
+        starts = doc_start[self.sample_idx[:, 0]] + self.sample_idx[:, 1]
         if not (np.all(np.diff(starts) == self.seq_length)
                 and np.all(self.sample_idx[:, 1] < doc_sizes[self.sample_idx[:, 0]])):
             raise AnalyzerError("GPT dataset sample_idx does not advance by seq_length tokens per sample "
@@ -153,7 +155,7 @@ class GPTStreamSource:
         return stream, view
 
     def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
-        """Stream samples ``[start, end)`` in chunks of about 2M tokens (batch_size does not change results)."""
+        """Stream samples ``[start, end)`` in chunks of about 1M tokens (batch_size does not change results)."""
         chunk = max(1, _STREAM_CHUNK_TOKENS // (self.seq_length + 1))
         for a in range(start, end, chunk):
             b = min(end, a + chunk)
@@ -197,7 +199,8 @@ class DatasetSource:
         sample_id = position if self.sample_indices is None else int(self.sample_indices[position])
         if isinstance(item, dict):
             if "text" not in item:
-                raise AnalyzerError(f"dataset sample {position} is a dict without a 'text' entry (keys: {sorted(item)})")
+                raise AnalyzerError(f"dataset sample {position} is a dict without a 'text' entry "
+                                    f"(keys: {sorted(item)})")
             tokens = _to_numpy(item["text"]).reshape(-1)
             if "index" in item:  # Megatron --return-data-index: the position before the shuffle lookup (spec §2.3)
                 sample_id = int(_to_numpy(item["index"]).reshape(-1)[0])

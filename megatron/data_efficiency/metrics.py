@@ -19,7 +19,9 @@ A metric is a function over one batch of samples plus its type:
 * ``seqlen_vocab_rarity`` (BERT): ``seqlen * C + vocab_rarity`` with
   ``C = 10 ** (ceil(log10(seq_length * max(nll))) + 1)``.
 
-User metrics are added with :func:`register_metric`.
+User metrics are added with :func:`register_metric`. Their function receives the tokens as a read-only
+``[B, L]`` integer array (for GPT data an overlapping view in the token file's dtype, e.g. uint16) and
+must return integers: ``[B]`` for single-value metrics, a fixed-length vector for accumulate metrics.
 """
 from __future__ import annotations
 
@@ -102,7 +104,8 @@ def register_metric(name: str, fn: Callable[..., np.ndarray], metric_type: str, 
     if not name or "/" in name or os.sep in name or name.startswith("."):
         raise AnalyzerError(f"metric name {name!r} must be a non-empty file-name-safe string")
     if metric_type not in METRIC_TYPES:
-        raise AnalyzerError(f"metric {name!r}: metric type must be one of {', '.join(METRIC_TYPES)}, got {metric_type!r}")
+        raise AnalyzerError(f"metric {name!r}: metric type must be one of {', '.join(METRIC_TYPES)}, "
+                            f"got {metric_type!r}")
     if name in METRICS and not overwrite:
         raise AnalyzerError(f"metric {name!r} is already registered (pass overwrite=True to replace it)")
     if not callable(fn):
@@ -118,17 +121,18 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        raise AnalyzerError(f"--analyzing-metric {name!r} is unknown; known metrics: {', '.join(sorted(METRICS))}") from None
+        raise AnalyzerError(f"--analyzing-metric {name!r} is unknown; known metrics: "
+                            f"{', '.join(sorted(METRICS))}") from None
 
 
 def vocab_nll(freq: np.ndarray) -> np.ndarray:
     """``-ln(f / sum(f))`` in float64 with zero frequencies replaced by 1 (spec §2.8)."""
-    f = np.asarray(freq).astype(np.float64 if np.asarray(freq).dtype.kind == "f" else np.int64)
+    arr = np.asarray(freq)
+    f = arr.astype(np.float64 if arr.dtype.kind == "f" else np.int64)  # a copy
     if f.ndim != 1 or f.size == 0:
         raise AnalyzerError(f"total_vocab_freq must be a non-empty 1-D vector, got shape {f.shape}")
     if (f < 0).any():
         raise AnalyzerError("total_vocab_freq holds negative counts")
-    f = f.copy()
     f[f == 0] = 1
     return -np.log(f / f.sum())
 
@@ -177,10 +181,10 @@ def _total_vocab_freq(batch: MetricBatch) -> np.ndarray:
     else:
         tokens = batch.tokens if batch.padding_mask is None else batch.tokens[batch.padding_mask != 0]
         flat, shared = tokens.ravel(), None
-    if flat.size and int(flat.max()) > size:
-        raise AnalyzerError(f"token id {int(flat.max())} exceeds the padded vocabulary size {size}: "
-                            f"check --tokenizer-type/--vocab-file against the data")
     counts = np.bincount(flat, minlength=size + 1)
+    if counts.size > size + 1:  # bincount grew the histogram: a token id above the vocabulary
+        raise AnalyzerError(f"token id {counts.size - 1} exceeds the padded vocabulary size {size}: "
+                            f"check --tokenizer-type/--vocab-file against the data")
     if shared is not None and shared.size:
         counts += np.bincount(shared, minlength=size + 1)
     return counts.astype(np.int64, copy=False)
@@ -188,10 +192,13 @@ def _total_vocab_freq(batch: MetricBatch) -> np.ndarray:
 
 def token_nll(tokens: np.ndarray, nll: np.ndarray) -> np.ndarray:
     """Gather ``nll[tokens]`` with a clear error for ids outside the histogram."""
-    if tokens.size and int(tokens.max()) >= nll.shape[0]:
+    if tokens.dtype.kind == "i" and tokens.size and int(tokens.min()) < 0:
+        raise AnalyzerError(f"negative token id {int(tokens.min())} in the data")
+    try:
+        return nll[tokens]
+    except IndexError:
         raise AnalyzerError(f"token id {int(tokens.max())} is outside total_vocab_freq (length {nll.shape[0]}): "
-                            f"the histogram was computed for another vocabulary")
-    return nll[tokens]
+                            f"the histogram was computed for another vocabulary") from None
 
 
 def _vocab_rarity(batch: MetricBatch) -> np.ndarray:

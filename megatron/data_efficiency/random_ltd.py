@@ -13,7 +13,9 @@ length S (spec §5.3, with upstream's gaps fixed):
 2. The kept hidden states are gathered; so are their ``position_ids`` (RoPE sees the true positions;
    missing position ids are materialised as 0..S-1 first) and the attention mask on both axes (a
    document-reset mask or a padding mask stays exact; ``None`` stays ``None``, which is the causal mask
-   of the kept subsequence because the indices are sorted).
+   of the kept subsequence because the indices are sorted). ``model_type`` (decoder/encoder) therefore
+   needs no separate code path: upstream's decoder shortcut, the top-left r×r block, is only right for a
+   plain causal mask.
 3. The inner layer is called with keyword arguments only; its output is scattered back into a copy of
    the input. Dropped tokens pass through unchanged, with identity gradient.
 
@@ -135,8 +137,8 @@ class TokenSampler:
             generator.manual_seed(self._seed_value())
         self._cache = None
 
-    def new_forward(self) -> None:
-        """Forget the indices of the previous model forward (installed as a forward pre-hook)."""
+    def new_forward(self, *_hook_args: Any) -> None:
+        """Forget the indices of the previous model forward (installed as the model's forward pre-hook)."""
         self._cache = None
 
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -324,7 +326,7 @@ def convert_to_random_ltd(
         wrapper.register_load_state_dict_pre_hook(_unstrip_load_hook)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapper)
-    model.register_forward_pre_hook(lambda _module, _args: sampler.new_forward())
+    model.register_forward_pre_hook(sampler.new_forward)  # a bound method: survives deepcopy/pickle
     return model
 
 

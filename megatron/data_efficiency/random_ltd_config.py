@@ -205,11 +205,10 @@ def parse_random_ltd_config(
     if block is None:
         return RandomLTDConfig()
     reader = _Reader(block, path, _LTD_KEYS, source)
-    enabled = reader.boolean("enabled", False)
+    active = reader.boolean("enabled", False)
     for key in ("global_batch_size", "micro_batch_size"):
         if reader.has(key):
             reader.integer(key, minimum=1)
-    active = enabled
     total = reader.integer("total_layer_num", minimum=1, required=active)
     n_ltd = reader.integer("random_ltd_layer_num", minimum=1, required=active)
     allow_edges = reader.boolean("allow_first_last_layers", False)

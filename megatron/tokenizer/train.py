@@ -6,6 +6,7 @@ order, <|endoftext|> last); BertWordPiece* → vocab.txt; SentencePieceTokenizer
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import tempfile
@@ -19,7 +20,8 @@ from .gpt2_bpe import EOD_TOKEN
 from .reference_bpe import MERGES_HEADER, byte_alphabet
 from .wordpiece_trainer import count_words, train_wordpiece_vocab
 
-TRAINABLE_TYPES = ("GPT2BPETokenizer", "BertWordPieceLowerCase", "BertWordPieceCase", "SentencePieceTokenizer")
+TRAINABLE_TYPES = ("GPT2BPETokenizer", "BertWordPieceLowerCase", "BertWordPieceCase",
+                   "SentencePieceTokenizer")
 # Special pieces of the trained SentencePiece model. The eos piece is named <EOD> so that Megatron's
 # SentencePieceTokenizer finds its <EOD>/<CLS>/<SEP>/<MASK>/pad/bos/eos tokens inside the model and
 # adds none: vocab_size stays exactly --vocab-size and eod == eos.
@@ -113,7 +115,8 @@ def train_gpt2_bpe(texts: Iterable[str], vocab_size: int, output_dir: str, min_f
     vocab: dict[str, int] = {c: i for i, c in enumerate(alphabet)}
     for tok, _ in sorted(hf_vocab.items(), key=lambda kv: kv[1]):
         vocab.setdefault(tok, len(vocab))
-    vocab[EOD_TOKEN] = len(vocab)
+    if EOD_TOKEN not in vocab:  # (a corpus full of literal "<|endoftext|>" text may have learned it)
+        vocab[EOD_TOKEN] = len(vocab)
     os.makedirs(output_dir, exist_ok=True)
     paths = {"vocab_file": os.path.join(output_dir, "vocab.json"),
              "merge_file": os.path.join(output_dir, "merges.txt")}
@@ -153,27 +156,26 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, output_dir: str, 
                         progress: bool = True) -> dict[str, str]:
     """Train a SentencePiece model (byte fallback, identity normalization) → spm.model + spm.vocab."""
     import sentencepiece as spm
-    os.makedirs(output_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".spm-train.", dir=output_dir)
-    prefix = os.path.join(tmp_dir, "spm")
+    model = io.BytesIO()  # train in memory: no temp files, and no temp path recorded in the model
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_spm_sentences(texts), model_prefix=prefix, model_type=model_type,
+            sentence_iterator=_spm_sentences(texts), model_writer=model, model_type=model_type,
             vocab_size=vocab_size, character_coverage=0.9999, byte_fallback=True,
             normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
             allow_whitespace_only_pieces=True, max_sentence_length=1 << 16,
             unk_id=0, bos_id=1, eos_id=2, pad_id=3, control_symbols=SPM_CONTROL_SYMBOLS,
             minloglevel=1 if progress else 2, **SPM_SPECIALS)
-        paths = {"tokenizer_model": os.path.join(output_dir, "spm.model"),
-                 "vocab": os.path.join(output_dir, "spm.vocab")}
-        os.replace(prefix + ".model", paths["tokenizer_model"])
-        os.replace(prefix + ".vocab", paths["vocab"])
     except RuntimeError as e:  # sentencepiece reports bad settings (e.g. vocab too large) this way
         raise TokenizerError(f"SentencePiece training failed: {e}") from None
-    finally:
-        for name in os.listdir(tmp_dir):
-            os.unlink(os.path.join(tmp_dir, name))
-        os.rmdir(tmp_dir)
+    proc = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    # spm.vocab: "piece<TAB>score" per id, as sentencepiece's own trainer writes it.
+    vocab_lines = "".join(f"{proc.id_to_piece(i)}\t{proc.get_score(i):g}\n"
+                          for i in range(proc.get_piece_size()))
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {"tokenizer_model": os.path.join(output_dir, "spm.model"),
+             "vocab": os.path.join(output_dir, "spm.vocab")}
+    _atomic_write_bytes(paths["tokenizer_model"], model.getvalue())
+    _atomic_write_bytes(paths["vocab"], vocab_lines.encode("utf-8"))
     return paths
 
 

@@ -38,7 +38,7 @@ def get_schedule_steps(
     lr_warmup_samples: int = 0,
     lr_warmup_fraction: float | None = None,
 ) -> tuple[float, int, int]:
-    """Convert Megatron's iteration/sample/fraction flags to (lr_warmup_steps, lr_decay_steps, wd_incr_steps) in samples."""
+    """Megatron's iteration/sample/fraction flags -> (lr_warmup_steps, lr_decay_steps, wd_incr_steps) in samples."""
     if train_iters:
         lr_decay_steps = (lr_decay_iters if lr_decay_iters is not None else train_iters) * global_batch_size
         wd_incr_steps = train_iters * global_batch_size
@@ -109,12 +109,17 @@ class OptimizerParamScheduler:
                 f"--lr-decay-style must be one of {', '.join(LR_DECAY_STYLES)}, got {self.lr_decay_style!r}"
             )
         if self.lr_warmup_steps < 0:
-            raise LRSchedulerError(f"LR warmup (--lr-warmup-iters/-samples/-fraction) must be >= 0, got {self.lr_warmup_steps}")
+            raise LRSchedulerError(
+                f"LR warmup (--lr-warmup-iters/-samples/-fraction) must be >= 0, got {self.lr_warmup_steps}"
+            )
         if self.lr_decay_steps <= 0:
-            raise LRSchedulerError(f"LR decay length (--lr-decay-iters/-samples) must be > 0, got {self.lr_decay_steps} samples")
+            raise LRSchedulerError(
+                f"LR decay length (--lr-decay-iters/-samples) must be > 0, got {self.lr_decay_steps} samples"
+            )
         if self.lr_decay_tokens is None and self.lr_warmup_steps >= self.lr_decay_steps:
             raise LRSchedulerError(
-                f"LR warmup ({self.lr_warmup_steps} samples) must be shorter than LR decay ({self.lr_decay_steps} samples)"
+                f"LR warmup ({self.lr_warmup_steps} samples) must be shorter than "
+                f"LR decay ({self.lr_decay_steps} samples)"
             )
         if self.lr_warmup_tokens is not None and self.lr_warmup_tokens < 0:
             raise LRSchedulerError(f"--lr-warmup-tokens must be >= 0, got {self.lr_warmup_tokens}")
@@ -123,11 +128,13 @@ class OptimizerParamScheduler:
                 raise LRSchedulerError(f"--lr-decay-tokens must be > 0, got {self.lr_decay_tokens}")
             if self.lr_warmup_tokens is not None and self.lr_warmup_tokens >= self.lr_decay_tokens:
                 raise LRSchedulerError(
-                    f"--lr-warmup-tokens {self.lr_warmup_tokens} must be smaller than --lr-decay-tokens {self.lr_decay_tokens}"
+                    f"--lr-warmup-tokens {self.lr_warmup_tokens} must be smaller than "
+                    f"--lr-decay-tokens {self.lr_decay_tokens}"
                 )
         if self.start_wd < 0.0 or self.end_wd < self.start_wd:
             raise LRSchedulerError(
-                f"weight decay must satisfy 0 <= --start-weight-decay ({self.start_wd}) <= --end-weight-decay ({self.end_wd})"
+                f"weight decay must satisfy 0 <= --start-weight-decay ({self.start_wd}) "
+                f"<= --end-weight-decay ({self.end_wd})"
             )
         if self.wd_incr_style not in WD_INCR_STYLES:
             raise LRSchedulerError(
@@ -274,8 +281,12 @@ class OptimizerParamScheduler:
         if "start_wd" in sd:
             self.start_wd = self._check_and_set(self.start_wd, sd["start_wd"], "--start-weight-decay")
             self.end_wd = self._check_and_set(self.end_wd, sd["end_wd"], "--end-weight-decay")
-            self.wd_incr_steps = self._check_and_set(self.wd_incr_steps, sd["wd_incr_steps"], "weight-decay increment (samples)")
-            self.wd_incr_style = self._check_and_set(self.wd_incr_style, sd["wd_incr_style"], "--weight-decay-incr-style")
+            self.wd_incr_steps = self._check_and_set(
+                self.wd_incr_steps, sd["wd_incr_steps"], "weight-decay increment (samples)"
+            )
+            self.wd_incr_style = self._check_and_set(
+                self.wd_incr_style, sd["wd_incr_style"], "--weight-decay-incr-style"
+            )
         self._validate()
         self.num_steps = int(_pick(sd, "num_steps", "num_iters"))
         self.step(0, token_num=int(sd.get("num_tokens", self.num_tokens)))

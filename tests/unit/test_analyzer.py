@@ -185,7 +185,7 @@ def test_toy_map_reduce_spec_13_2(tmp_path, scratch_metrics):
 
 
 def test_gpt_vocab_metrics_equal_brute_force(gpt, tmp_path):
-    """total_vocab_freq / vocab_rarity on a real GPT dataset equal the per-sample spec formulas, fast path = slow path."""
+    """total_vocab_freq / vocab_rarity on a GPT dataset equal the per-sample spec formulas; fast path = slow path."""
     assert isinstance(make_source(gpt), GPTStreamSource)
     fast, slow = str(tmp_path / "fast"), str(tmp_path / "slow")
     run_map_reduce(gpt, ["total_vocab_freq", "vocab_rarity"], fast, padded_vocab_size=VOCAB, show_progress=False)
@@ -253,7 +253,8 @@ def test_killed_thread_is_rerun_alone(gpt, tmp_path):
     os.remove(killed["marker"])
     with open(killed["values"], "r+b") as f:
         f.truncate(40)
-    with pytest.raises(AnalyzerError, match=r"worker 0 thread 1 .*--analyzing-worker-id 0 --analyzing-specific-threads 1"):
+    rerun = r"worker 0 thread 1 .*--analyzing-worker-id 0 --analyzing-specific-threads 1"
+    with pytest.raises(AnalyzerError, match=rerun):
         run_reduce(save, ["vocab_rarity"], num_threads=3, show_progress=False)
     others = [p for t in (0, 2) for p in map_output_paths(save, "vocab_rarity", 0, t).values() if os.path.exists(p)]
     before = {p: os.stat(p).st_mtime_ns for p in others}

@@ -111,7 +111,9 @@ def reference_ltor(data: torch.Tensor, reset_pos: bool, reset_att: bool, eod_mas
     return mask < 0.5, loss_mask, pos
 
 
-@pytest.mark.parametrize("reset_pos,reset_att,eod_mask", [(True, True, True), (True, False, False), (False, True, True)])
+@pytest.mark.parametrize(
+    "reset_pos,reset_att,eod_mask", [(True, True, True), (True, False, False), (False, True, True)]
+)
 def test_ltor_masks_match_reference(reset_pos: bool, reset_att: bool, eod_mask: bool) -> None:
     g = torch.Generator().manual_seed(3)
     data = torch.randint(0, 4, (3, 12), generator=g)  # many EODs (id 0), incl. adjacent and last

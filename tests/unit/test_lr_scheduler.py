@@ -171,7 +171,9 @@ def roundtrip(sd: dict) -> dict:
 
 @pytest.mark.parametrize("token_decay", [False, True])
 def test_state_round_trip_continues_identically(token_decay: bool) -> None:
-    kwargs: dict[str, object] = dict(lr_decay_style="cosine", start_wd=0.0, end_wd=0.1, wd_incr_steps=1100, wd_incr_style="linear")
+    kwargs: dict[str, object] = dict(
+        lr_decay_style="cosine", start_wd=0.0, end_wd=0.1, wd_incr_steps=1100, wd_incr_style="linear"
+    )
     if token_decay:
         kwargs["lr_decay_tokens"] = 20000
     a = make(**kwargs)
@@ -201,7 +203,8 @@ def test_old_checkpoint_keys_are_accepted() -> None:
 def test_mismatch_without_override_is_a_clear_error() -> None:
     saved = make(max_lr=0.02).state_dict()
     sched = make(use_checkpoint_opt_param_scheduler=False)
-    with pytest.raises(LRSchedulerError, match=r"--lr is 0\.01 on the command line but 0\.02 in the checkpoint.*--override-opt_param-scheduler"):
+    expected = r"--lr is 0\.01 on the command line but 0\.02 in the checkpoint.*--override-opt_param-scheduler"
+    with pytest.raises(LRSchedulerError, match=expected):
         sched.load_state_dict(saved)
     saved = make(lr_decay_style="cosine").state_dict()
     with pytest.raises(LRSchedulerError, match="--lr-decay-style"):
