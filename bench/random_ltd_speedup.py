@@ -13,6 +13,12 @@ The theoretical saving comes from the layer FLOPs (Megatron's count, incl. atten
     layer(s)  = s · (8h² + 4h·ffn + 4·s·h)         (forward FLOPs of one layer on s tokens)
     saving    = 1 − [2·layer(S) + (L−2)·layer(S/2) + head] / [L·layer(S) + head],   head = 2·S·h·V
 
+On CPU with attention dropout (Megatron's default 0.1) SDPA takes its math path: the [b, heads, s, s]
+scores, softmax and dropout mask are memory-bound, so attention's share of the time is larger than its
+share of the FLOPs, and cutting it by 4x (r = S/2) can make the realized saving exceed the FLOP-based
+figure. ``--attention-dropout 0`` measures the flash path instead. Medians and best-of rounds are both
+printed: on a shared machine the best-of figures are the less noisy ones.
+
 Printed: tokens/s of each variant, realized saving (1 − t_ltd / t_dense), theoretical saving, their
 ratio (target >= 0.9) and the wrapper overhead t(r=S) / t_dense − 1 (target <= 2 %).
 
@@ -48,10 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-batch-size", type=int, default=4)
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--position-embedding-type", default="rope", choices=["learned_absolute", "rope"])
+    p.add_argument("--attention-dropout", type=float, default=0.1, help="0 lets SDPA take its flash path")
+    p.add_argument("--hidden-dropout", type=float, default=0.1)
     p.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds")
     p.add_argument("--rounds", type=int, default=6, help="timed rounds (one step of every variant each)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.num_layers < 3:
         p.error("--num-layers must be >= 3 (first and last layers stay dense)")
@@ -109,11 +118,14 @@ class Variant:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = TransformerConfig(
         num_layers=args.num_layers, hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
         padded_vocab_size=args.vocab_size, seq_length=args.seq_length, max_position_embeddings=args.seq_length,
-        position_embedding_type=args.position_embedding_type,
+        position_embedding_type=args.position_embedding_type, attention_dropout=args.attention_dropout,
+        hidden_dropout=args.hidden_dropout,
     )
     base = GPTModel(config)
     s, half = args.seq_length, args.seq_length // 2
@@ -126,23 +138,25 @@ def main(argv: list[str] | None = None) -> int:
                for _ in range(args.warmup + args.rounds)]
     print(f"config: layers {args.num_layers}, hidden {args.hidden_size}, heads {args.num_attention_heads}, "
           f"seq {s}, micro-batch {args.micro_batch_size}, vocab {args.vocab_size}, "
-          f"{args.position_embedding_type}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+          f"{args.position_embedding_type}, dropout {args.attention_dropout}/{args.hidden_dropout}, "
+          f"{'bf16 autocast' if args.bf16 else 'fp32'}, "
           f"threads {torch.get_num_threads()}", flush=True)
     for round_index in tqdm(range(args.warmup + args.rounds), desc="rounds", file=sys.stderr):
         order = variants if round_index % 2 == 0 else variants[::-1]
         for variant in order:
             variant.step(batches[round_index], timed=round_index >= args.warmup)
     tokens_per_step = args.micro_batch_size * s
-    median = {v.name: statistics.median(v.times) for v in variants}
-    for v in variants:
-        print(f"{v.name:>22}: {median[v.name] * 1000:8.1f} ms/step  {tokens_per_step / median[v.name]:9.0f} tokens/s  "
-              f"(min {min(v.times) * 1000:.1f} ms)")
-    dense, ltd_half, ltd_full = (median[v.name] for v in variants)
-    realized = 1.0 - ltd_half / dense
     theory = theoretical_saving(config, half)
-    print(f"realized saving r=S/2: {realized:.1%}   theoretical (layer FLOPs): {theory:.1%}   "
-          f"realized/theoretical: {realized / theory:.2f} (target >= 0.90)")
-    print(f"wrapper overhead at r=S: {ltd_full / dense - 1.0:+.2%} (target <= 2%)")
+    for statistic, pick in (("median", statistics.median), ("best", min)):
+        t = {v.name: pick(v.times) for v in variants}
+        print(f"-- {statistic} step time over {args.rounds} rounds")
+        for v in variants:
+            print(f"{v.name:>22}: {t[v.name] * 1000:8.1f} ms/step  {tokens_per_step / t[v.name]:9.0f} tokens/s")
+        dense, ltd_half, ltd_full = (t[v.name] for v in variants)
+        realized = 1.0 - ltd_half / dense
+        print(f"realized saving r=S/2: {realized:.1%}   theoretical (layer FLOPs): {theory:.1%}   "
+              f"realized/theoretical: {realized / theory:.2f} (target >= 0.90)")
+        print(f"wrapper overhead at r=S: {ltd_full / dense - 1.0:+.2%} (target <= 2%)")
     return 0
 
 

@@ -136,12 +136,20 @@ def map_thread(source: SampleSource, metrics: Sequence[Metric], context: MetricC
     ids = np.empty(n, dtype=np.int64)
     values = {m.name: np.empty(n, dtype=np.int64) for m in metrics if m.metric_type == SINGLE_VALUE}
     sums: dict[str, np.ndarray | None] = {m.name: None for m in metrics if m.metric_type == ACCUMULATE}
+    for m in metrics:  # whole-range shortcuts (e.g. the GPT histogram read in file order)
+        if n and m.range_fn is not None and (out := m.range_fn(source, start, end, context)) is not None:
+            sums[m.name] = _checked_values(m, out, 0)
+    per_batch = [m for m in metrics if m.metric_type == SINGLE_VALUE or sums[m.name] is None]
     pos = 0
-    for batch_ids, tokens, mask, stream in source.batches(start, end, batch_size):
+    if not per_batch:
+        pos = n
+        if progress is not None:
+            progress(n)
+    for batch_ids, tokens, mask, stream in source.batches(start, end, batch_size) if per_batch else ():
         batch = MetricBatch(tokens=tokens, padding_mask=mask, context=context, stream=stream)
         b = len(batch_ids)
         ids[pos:pos + b] = batch_ids
-        for m in metrics:
+        for m in per_batch:
             out = _checked_values(m, m.fn(batch), b)
             if m.metric_type == SINGLE_VALUE:
                 values[m.name][pos:pos + b] = out
@@ -308,8 +316,10 @@ def _collect_markers(save_path: str, metric: Metric, num_workers: int, num_threa
 
 
 def stable_value_order(values: np.ndarray, num_threads: int = 1) -> np.ndarray:
-    """Sample ids sorted by (value, id): chunks sorted in parallel threads, then one run-merging stable sort."""
+    """Sample ids sorted by (value, id): a radix sort for narrow ranges, else parallel chunk sorts merged."""
     n = values.shape[0]
+    if n and int(values.max()) - int(values.min()) < 1 << 16:  # narrow range: numpy's stable sort is a radix sort
+        return np.argsort((values - values.min()).astype(np.uint16), kind="stable")
     if num_threads <= 1 or n < _PARALLEL_SORT_MIN:
         return np.argsort(values, kind="stable")
     bounds = split_index(0, n, num_threads)

@@ -12,7 +12,7 @@ Layout under the save path (``--save``), one directory per metric ``m``::
     {save}/{m}/{m}_index_to_sample_percentile_merged.bin/.idx
     {save}/{m}/{m}_metric_value.bin/.idx                     (accumulate metrics)
 
-So a map thread writes a bounded number of files (three per metric), never one per distinct value.
+So a map thread writes a bounded number of files (at most three per metric), never one per distinct value.
 Every file is written under a temporary name in the same directory and renamed into place.
 
 The reduce outputs are DeepSpeed data-sampling files: their element dtypes come from

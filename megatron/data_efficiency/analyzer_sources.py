@@ -10,7 +10,9 @@ and dataset position ``i`` serves sample ``shuffle_idx[i]``. The source copies a
 consecutive samples' documents out of the token memmap once and exposes them as an overlapping
 strided ``[B, seq + 1]`` view (no copy), so metrics see exactly the tokens ``dataset[i]["text"]``
 would give; the sample id of stream sample ``j`` is the position ``i`` with ``shuffle_idx[i] = j``
-(what ``--return-data-index`` reports, spec §2.3). Its work range is over ``j``.
+(what ``--return-data-index`` reports, spec §2.3). Its work range is over ``j``. Histograms
+(:meth:`GPTStreamSource.token_histogram`) do not depend on order, so they read whole documents in file
+order (sequential, mostly without copying) and add the shared boundary tokens separately.
 
 :class:`DatasetSource` iterates positions ``[start, end)`` of any dataset with ``len`` and
 ``__getitem__`` (BERT samples differ per epoch and are built by the dataset), batched and stacked.
@@ -85,15 +87,16 @@ class GPTStreamSource:
         positions[shuffle_idx] = np.arange(n, dtype=np.int64)  # positions[j] = i with shuffle_idx[i] = j
         self.ids_by_stream_sample = positions
         doc_sizes = np.asarray(self.indexed.sizes, dtype=np.int64)[self.doc_idx]
-        doc_start = np.zeros(doc_sizes.size + 1, dtype=np.int64)
-        np.cumsum(doc_sizes, out=doc_start[1:])
+        self.doc_start = np.zeros(doc_sizes.size + 1, dtype=np.int64)  # stream position of each doc_idx entry
+        np.cumsum(doc_sizes, out=self.doc_start[1:])
         if self.sample_idx.min() < 0 or self.sample_idx[:, 0].max() >= doc_sizes.size:
             raise AnalyzerError("GPT dataset sample_idx points outside its doc_idx")
-        starts = doc_start[self.sample_idx[:, 0]] + self.sample_idx[:, 1]
+        starts = self.doc_start[self.sample_idx[:, 0]] + self.sample_idx[:, 1]
         if not (np.all(np.diff(starts) == self.seq_length)
                 and np.all(self.sample_idx[:, 1] < doc_sizes[self.sample_idx[:, 0]])):
             raise AnalyzerError("GPT dataset sample_idx does not advance by seq_length tokens per sample "
                                 "(not a Megatron GPT index map)")
+        self.stream_start = int(starts[0])
         self._tokens = _token_array(self.indexed)
         self._fingerprint = f"gpt-stream:{n}:{self.seq_length}:" + _crc(self.doc_idx, self.sample_idx, shuffle_idx)
         has_index = self._check_against_dataset(shuffle_idx)
@@ -143,6 +146,39 @@ class GPTStreamSource:
             return np.array(tokens[first[0]:last[0]])
         return np.concatenate([tokens[f:e] for f, e in zip(first.tolist(), last.tolist())])
 
+    def token_histogram(self, start: int, end: int, minlength: int) -> np.ndarray | None:
+        """Token counts of stream samples ``[start, end)`` (shared tokens twice); None without a flat token view."""
+        # Counts do not depend on order: whole documents are read in FILE order (contiguous spans, long runs
+        # not copied) instead of the shuffled stream order; documents repeated over epochs count per repeat.
+        if self._tokens is None or end <= start:
+            return None
+        tokens, item = self._tokens, self._tokens.itemsize
+        pointers = np.asarray(self.indexed.pointers, dtype=np.int64) // item
+        sizes = np.asarray(self.indexed.sizes, dtype=np.int64)
+        (p0, off0), (p1, off1) = self.sample_idx[start], self.sample_idx[end]
+        d0, d1 = int(self.doc_idx[p0]), int(self.doc_idx[p1])
+        if p0 == p1:  # partial first / last documents
+            spans = [(pointers[d0] + off0, pointers[d0] + off1 + 1)]
+        else:
+            spans = [(pointers[d0] + off0, pointers[d0] + sizes[d0]), (pointers[d1], pointers[d1] + off1 + 1)]
+        first, last = np.array(spans, dtype=np.int64).T
+        counts = _bincount_spans(tokens, first, last, minlength)
+        multiplicity = np.bincount(self.doc_idx[p0 + 1:p1], minlength=sizes.size)  # whole documents in between
+        level = 1
+        while p1 > p0 + 1 and (selected := multiplicity >= level).any():
+            edges = np.diff(np.concatenate(([0], selected.view(np.int8), [0])))
+            first_doc, end_doc = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # runs of consecutive ids
+            counts = _add_counts(counts, _bincount_spans(tokens, pointers[first_doc],
+                                                         pointers[end_doc - 1] + sizes[end_doc - 1], minlength))
+            level += 1
+        seq = self.seq_length
+        shared = self.stream_start + seq * np.arange(start + 1, end, dtype=np.int64)  # first token of samples a+1..b-1
+        if shared.size:
+            pos = np.searchsorted(self.doc_start, shared, side="right") - 1  # last entry starting <= x: non-empty
+            elements = pointers[self.doc_idx[pos]] + (shared - self.doc_start[pos])
+            counts = _add_counts(counts, np.bincount(tokens[elements], minlength=minlength))
+        return counts
+
     def _window(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Stream samples ``a .. b-1``: their token run and its read-only overlapping ``[b - a, seq + 1]`` view."""
         stream = self._stream(a, b)
@@ -161,6 +197,34 @@ class GPTStreamSource:
             b = min(end, a + chunk)
             stream, view = self._window(a, b)
             yield self.ids_by_stream_sample[a:b], view, None, stream
+
+
+def _add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of two histograms that may differ in length (a token above minlength grows one)."""
+    if a.size < b.size:
+        a, b = b, a
+    a[:b.size] += b
+    return a
+
+
+def _bincount_spans(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, minlength: int) -> np.ndarray:
+    """Histogram of ``tokens[starts[k]:ends[k]]`` over all k, in cache-sized pieces (long spans are not copied)."""
+    counts = np.zeros(minlength, dtype=np.int64)
+    pending: list[np.ndarray] = []
+    pending_size = 0
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        while e - s >= _STREAM_CHUNK_TOKENS:
+            counts = _add_counts(counts, np.bincount(tokens[s:s + _STREAM_CHUNK_TOKENS], minlength=minlength))
+            s += _STREAM_CHUNK_TOKENS
+        if e > s:
+            pending.append(tokens[s:e])
+            pending_size += e - s
+        if pending_size >= _STREAM_CHUNK_TOKENS:
+            counts = _add_counts(counts, np.bincount(np.concatenate(pending), minlength=minlength))
+            pending, pending_size = [], 0
+    if pending:
+        counts = _add_counts(counts, np.bincount(np.concatenate(pending), minlength=minlength))
+    return counts
 
 
 def _token_array(indexed: Any) -> np.ndarray | None:

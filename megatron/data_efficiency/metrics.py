@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -83,6 +83,7 @@ class MetricBatch:
 
 
 MetricFn = Callable[[MetricBatch], np.ndarray]
+RangeFn = Callable[[Any, int, int, MetricContext], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class Metric:
     fn: MetricFn
     metric_type: str
     requires: tuple[str, ...] = ()
+    range_fn: RangeFn | None = None
+    """Optional shortcut for an accumulate metric: ``range_fn(source, start, end, context)`` returns the sum
+    over a whole work range at once, or None when the source cannot serve it (then ``fn`` runs per batch)."""
 
 
 METRICS: dict[str, Metric] = {}
@@ -170,24 +174,42 @@ def _seqlen(batch: MetricBatch) -> np.ndarray:
     return np.count_nonzero(_require_mask(batch, "seqlen"), axis=1).astype(np.int64)
 
 
+def _vocab_bins(context: MetricContext) -> int:
+    if context.padded_vocab_size is None:
+        raise AnalyzerError("total_vocab_freq needs the padded vocabulary size (tokenizer flags)")
+    return context.padded_vocab_size + 1
+
+
+def _check_bins(counts: np.ndarray, bins: int) -> np.ndarray:
+    if counts.size > bins:  # bincount grew the histogram: a token id above the vocabulary
+        raise AnalyzerError(f"token id {counts.size - 1} exceeds the padded vocabulary size {bins - 1}: "
+                            f"check --tokenizer-type/--vocab-file against the data")
+    return counts.astype(np.int64, copy=False)
+
+
+def _total_vocab_freq_range(source: Any, start: int, end: int, context: MetricContext) -> np.ndarray | None:
+    """GPT token stream: the histogram of a whole work range, read in file order (see GPTStreamSource)."""
+    histogram = getattr(source, "token_histogram", None)
+    if histogram is None or context.data_type != "GPT":
+        return None
+    bins = _vocab_bins(context)
+    counts = histogram(start, end, bins)
+    return None if counts is None else _check_bins(counts, bins)
+
+
 def _total_vocab_freq(batch: MetricBatch) -> np.ndarray:
     """Histogram of token ids with ``padded_vocab_size + 1`` bins (BERT: non-padding positions only)."""
-    size = batch.context.padded_vocab_size
-    if size is None:
-        raise AnalyzerError("total_vocab_freq needs the padded vocabulary size (tokenizer flags)")
+    size = _vocab_bins(batch.context) - 1
     if batch.stream is not None:  # every stream token once, plus the tokens shared by consecutive rows
         step = batch.tokens.shape[1] - 1
         flat, shared = batch.stream, batch.stream[step:-1:step]
     else:
         tokens = batch.tokens if batch.padding_mask is None else batch.tokens[batch.padding_mask != 0]
         flat, shared = tokens.ravel(), None
-    counts = np.bincount(flat, minlength=size + 1)
-    if counts.size > size + 1:  # bincount grew the histogram: a token id above the vocabulary
-        raise AnalyzerError(f"token id {counts.size - 1} exceeds the padded vocabulary size {size}: "
-                            f"check --tokenizer-type/--vocab-file against the data")
+    counts = _check_bins(np.bincount(flat, minlength=size + 1), size + 1)
     if shared is not None and shared.size:
         counts += np.bincount(shared, minlength=size + 1)
-    return counts.astype(np.int64, copy=False)
+    return counts
 
 
 def token_nll(tokens: np.ndarray, nll: np.ndarray) -> np.ndarray:
@@ -226,7 +248,7 @@ def _seqlen_vocab_rarity(batch: MetricBatch) -> np.ndarray:
 
 METRICS.update({
     "seqlen": Metric("seqlen", _seqlen, SINGLE_VALUE),
-    "total_vocab_freq": Metric("total_vocab_freq", _total_vocab_freq, ACCUMULATE),
+    "total_vocab_freq": Metric("total_vocab_freq", _total_vocab_freq, ACCUMULATE, range_fn=_total_vocab_freq_range),
     "vocab_rarity": Metric("vocab_rarity", _vocab_rarity, SINGLE_VALUE, requires=("total_vocab_freq",)),
     "seqlen_vocab_rarity": Metric("seqlen_vocab_rarity", _seqlen_vocab_rarity, SINGLE_VALUE,
                                   requires=("total_vocab_freq",)),

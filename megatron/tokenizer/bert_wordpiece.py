@@ -22,7 +22,8 @@ REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_CHARS_PER_WORD = 200  # BERT's original WordPiece limit (HF's default is 100)
 # Code points whose Unicode category changed in a way the engine's steps cannot undo (the engine strips
 # or splits them, Python's tables do not). Texts containing one are encoded by the reference instead.
-# Found by probing every code point (tests/unit/test_tokenizer.py re-checks this list).
+# Found by probing every code point with Python 3.11 (Unicode 14) and tokenizers 0.23;
+# tests/unit/test_tokenizer.py re-probes and fails if another version pair changes the list.
 ENGINE_DIVERGENT_CHARS = {
     True: "\u166d\u1734\U00011938",   # lowercase: U+166D So, U+1734 / U+11938 Mc (engine strips them)
     False: "\u166d\U000111c9",         # cased: U+166D So, U+111C9 Mn (engine splits them off)
@@ -157,6 +158,7 @@ class BertWordPieceTokenizer(AbstractTokenizer):
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
         """Encode many texts with the engine's batch path (threads inside the engine)."""
+        texts = list(texts)
         for t in texts:
             if not isinstance(t, str):
                 raise TokenizerError(f"cannot tokenize a {type(t).__name__}; expected str")

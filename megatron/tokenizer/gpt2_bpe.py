@@ -110,9 +110,10 @@ class GPT2BPETokenizer(AbstractTokenizer):
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
         """Encode many texts with the engine's batch path (threads inside the engine)."""
+        texts = list(texts)
         slow = [i for i, t in enumerate(texts) if not isinstance(t, str) or needs_reference(t)]
         if not slow:
-            return self._encode_engine(list(texts))
+            return self._encode_engine(texts)
         out: list[list[int]] = [[] for _ in texts]
         slow_set = set(slow)
         fast = [i for i in range(len(texts)) if i not in slow_set]

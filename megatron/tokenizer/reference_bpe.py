@@ -57,10 +57,12 @@ def read_vocab_json(path: str, flag: str = "--vocab-file") -> dict[str, int]:
     except json.JSONDecodeError as e:
         raise TokenizerError(f"{flag} {path}:{e.lineno}: not valid JSON ({e.msg}); expected a "
                              "GPT-2 vocab.json object mapping token to id") from None
-    if not isinstance(vocab, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-            for k, v in vocab.items()):
-        raise TokenizerError(f"{flag} {path}: expected a JSON object mapping token strings to integer ids")
+    if not isinstance(vocab, dict) or not vocab:
+        raise TokenizerError(f"{flag} {path}: expected a non-empty JSON object mapping token to id")
+    for token, index in vocab.items():
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2 ** 31:
+            raise TokenizerError(f"{flag} {path}: token {token!r} has id {index!r}; expected an "
+                                 "integer in [0, 2**31)")
     return vocab
 
 

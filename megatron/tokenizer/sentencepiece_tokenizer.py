@@ -101,6 +101,7 @@ class SentencePieceTokenizer(_SentencePieceBase):
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
         """Batch-encode in the model's threads; texts holding special strings take the slow path."""
+        texts = list(texts)
         out: list[list[int] | None] = [None] * len(texts)
         plain = [i for i, t in enumerate(texts) if not self._special_re.search(t)]
         for i, ids in zip(plain, self.sp.encode([texts[i] for i in plain])):

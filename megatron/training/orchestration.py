@@ -76,6 +76,23 @@ def _data_loader(dataset: Any, consumed: int, config: RunConfig, rank: int, worl
         drop_last=True, seed=config.data.seed)
 
 
+def _build_datasets(provider: DatasetsProvider, config: RunConfig, tokenizer: Any, rank: int) -> tuple[Any, Any, Any]:
+    """Rank 0 builds first (writing index-map caches), then the other ranks read them."""
+    datasets: tuple[Any, Any, Any] | None = None
+    error: str | None = None
+    for turn in (True, False):
+        if (rank == 0) == turn:
+            try:
+                datasets = provider(config, tokenizer)
+            except ValueError as e:
+                error = str(e)
+        if torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()
+    if error is not None or datasets is None:
+        raise UsageError(error or "the datasets provider returned nothing")
+    return datasets
+
+
 def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provider: ModelProvider,
              forward_step_func: ForwardStep, *, args_defaults: dict[str, Any] | None = None,
              extra_args_provider: Callable[[argparse.ArgumentParser], argparse.ArgumentParser] | None = None,
@@ -116,10 +133,7 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
             loaded = load_checkpoint(engine, scheduler, state, data_eff, config)
         except ValueError as e:
             raise UsageError(str(e)) from e
-    try:
-        train_ds, valid_ds, test_ds = train_valid_test_datasets_provider(config, tokenizer)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
+    train_ds, valid_ds, test_ds = _build_datasets(train_valid_test_datasets_provider, config, tokenizer, rank)
     train_loader = _data_loader(train_ds, state.consumed_train_samples, config, rank, world)
     valid_loader = _data_loader(valid_ds, 0, config, rank, world, "single")
     test_loader = _data_loader(test_ds, 0, config, rank, world, "single")

@@ -23,6 +23,14 @@ def _load_tool(name: str):
     return module
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tiny models run fastest (and steadily on a shared 2-core machine) with one intra-op thread."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def gpt_data_prefix(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The first 300 documents of the bundled corpus, preprocessed with the shipped GPT-2 BPE (8192 ids)."""

@@ -113,7 +113,7 @@ def test_killed_save_leaves_previous_checkpoint(make_argv, tmp_path, monkeypatch
 def test_two_process_gloo_matches_one_process(make_argv, tmp_path):
     one = run(make_argv(train_iters=4, micro_batch_size=2, global_batch_size=8))
     argv = make_argv(train_iters=4, micro_batch_size=2, global_batch_size=8)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "pretrain_gpt.py"), *argv]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -176,6 +176,21 @@ case "${precision}" in
     fp32) fp16_enabled=false; bf16_enabled=false; precision_flags=() ;;
     *) die "PRECISION must be fp16, bf16 or fp32, got '${precision}'" ;;
 esac
+# Launcher (checked before anything is written)
+case "${LAUNCHER:-deepspeed}" in
+    deepspeed)
+        launcher=(deepspeed --num_nodes "${num_node}" --num_gpus "${num_gpus_pernode}")
+        [ -z "${HOSTFILE:-}" ] || launcher+=(--hostfile "${HOSTFILE}")
+        ;;
+    torchrun) launcher=(torchrun --nnodes "${num_node}" --nproc_per_node "${num_gpus_pernode}") ;;
+    python)
+        [ "${num_gpus}" -eq 1 ] || die "LAUNCHER=python runs one process, but NUM_NODE x NUM_GPUS_PERNODE is" \
+            "${num_gpus}; use LAUNCHER=deepspeed or torchrun"
+        launcher=("${PYTHON:-python}")
+        ;;
+    *) die "LAUNCHER must be deepspeed, torchrun or python, got '${LAUNCHER}'" ;;
+esac
+
 activation_checkpoint=true
 log_interval=100
 eval_iters=10
@@ -349,19 +364,6 @@ deepspeed_options=(
 )
 [ "${activation_checkpoint}" = false ] || deepspeed_options+=(--deepspeed-activation-checkpointing)
 
-case "${LAUNCHER:-deepspeed}" in
-    deepspeed)
-        launcher=(deepspeed --num_nodes "${num_node}" --num_gpus "${num_gpus_pernode}")
-        [ -z "${HOSTFILE:-}" ] || launcher+=(--hostfile "${HOSTFILE}")
-        ;;
-    torchrun) launcher=(torchrun --nnodes "${num_node}" --nproc_per_node "${num_gpus_pernode}") ;;
-    python)
-        [ "${num_gpus}" -eq 1 ] || die "LAUNCHER=python runs one process, but NUM_NODE x NUM_GPUS_PERNODE is" \
-            "${num_gpus}; use LAUNCHER=deepspeed or torchrun"
-        launcher=("${PYTHON:-python}")
-        ;;
-    *) die "LAUNCHER must be deepspeed, torchrun or python, got '${LAUNCHER}'" ;;
-esac
 cmd=("${launcher[@]}" "${repo}/pretrain_gpt.py" "${megatron_options[@]}" "${data_options[@]}"
     "${deepspeed_options[@]}")
 
