@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import re
@@ -42,10 +43,11 @@ def make_input(directory: str, target_mb: float) -> tuple[str, float]:
     path = os.path.join(directory, "bench.jsonl")
     size = 0
     with open(path, "wb") as out:
-        while size < target_mb * 1e6:
-            for line in lines:
-                out.write(line)
-                size += len(line)
+        for line in itertools.cycle(lines):
+            if size >= target_mb * 1e6:
+                break
+            out.write(line)
+            size += len(line)
     return path, size / 1e6
 
 

@@ -281,6 +281,19 @@ class _Reader:
 # ---------------------------------------------------------------------------------- driver
 
 
+@contextlib.contextmanager
+def _single_threaded_engine() -> Iterator[None]:
+    """Set TOKENIZERS_PARALLELISM=false for the duration (unless the user set it): one worker = one core."""
+    if "TOKENIZERS_PARALLELISM" in os.environ:
+        yield
+        return
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
+
+
 @dataclass
 class PreprocessSummary:
     """Counts and timing of one preprocessing run."""
@@ -340,6 +353,7 @@ def preprocess(options: PreprocessOptions, input_path: str, output_prefix: str, 
             results: Iterator[ChunkResult] = pool.imap(_encode_in_worker, reader.chunks(in_flight, stop))
         else:
             in_flight = None
+            stack.enter_context(_single_threaded_engine())
             results = (main_encoder.encode(*c) for c in reader.chunks())
         bar = stack.enter_context(tqdm(total=total_bytes, unit="B", unit_scale=True, desc="preprocess",
                                        disable=not progress, dynamic_ncols=True))

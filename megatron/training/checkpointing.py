@@ -5,6 +5,8 @@ Layout under --save: ``global_step{N}/`` (the engine's files; our state rides in
 A save writes into ``global_step{N}.tmp``, renames it to ``global_step{N}`` and only then rewrites the two
 tracker files (temp file + os.replace), so a process killed mid-save leaves ``latest`` pointing at the
 previous, complete checkpoint. Leftover ``*.tmp`` directories are removed by the next save.
+The model-states files (weights and our client state: tensors and plain values only) are loaded with
+``torch.load(weights_only=True)``; DeepSpeed's ZeRO optimizer files keep DeepSpeed's own loader.
 """
 from __future__ import annotations
 
@@ -152,6 +154,27 @@ def save_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
     return os.path.join(save_dir, tag)
 
 
+def _weights_only_model_states(engine: Any) -> None:
+    """Make the engine load its ``*model_states.pt`` files (weights + our client state) with weights_only=True.
+
+    Those files hold only tensors and plain values; DeepSpeed's ZeRO optimizer-state files pickle DeepSpeed
+    objects, so they keep DeepSpeed's own loader.
+    """
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    current = getattr(engine, "checkpoint_engine", None)
+    if type(current) is not TorchCheckpointEngine:
+        return
+
+    class _WeightsOnlyModelStates(TorchCheckpointEngine):
+        def load(self, path: str, map_location: Any = None) -> Any:
+            if os.path.basename(str(path)).endswith("model_states.pt"):
+                return torch.load(path, map_location=map_location, weights_only=True)
+            return super().load(path, map_location=map_location)
+
+    current.__class__ = _WeightsOnlyModelStates
+
+
 def read_latest_tag(load_dir: str) -> str | None:
     """The tag to resume from: `latest`, else Megatron's tracker file, else None."""
     latest = os.path.join(load_dir, LATEST_FILE)
@@ -206,6 +229,7 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
             raise ConfigError(f"--load {load_dir}: checkpoint directory {tag} (named by `{LATEST_FILE}` or "
                               "--load-tag) does not exist")
     finetune = ck.finetune
+    _weights_only_model_states(engine)
     path, client = engine.load_checkpoint(load_dir, tag=tag,
                                           load_optimizer_states=not (ck.no_load_optim or finetune),
                                           load_lr_scheduler_states=False, load_module_only=finetune)

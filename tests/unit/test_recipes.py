@@ -35,7 +35,8 @@ RECIPES = REPO / "examples_deepspeed" / "data_efficiency"
 PRETRAIN = RECIPES / "gpt" / "pretrain"
 RUN = PRETRAIN / "ds_pretrain_gpt_1.3B_dense_run.sh"
 BASE = PRETRAIN / "ds_pretrain_gpt_1.3B_dense_base_script.sh"
-TEMPLATES = {1: PRETRAIN / "ds_config_gpt_1clmetric_TEMPLATE.json", 2: PRETRAIN / "ds_config_gpt_2clmetrics_TEMPLATE.json"}
+TEMPLATES = {1: PRETRAIN / "ds_config_gpt_1clmetric_TEMPLATE.json",
+             2: PRETRAIN / "ds_config_gpt_2clmetrics_TEMPLATE.json"}
 SEPARATOR = "#" * 79
 
 # Spec §7.2: title -> (lr, train tokens in billions, random-LTD (start, steps) or None, [(metric, CL steps)]).
@@ -362,13 +363,17 @@ def test_pretraining_reads_what_the_gpt_analysis_writes(tmp_path):
     shared = {k: v for k, v in os.environ.items()
               if k not in ("DATA_PATH", "SAVE_PATH", "ANALYSIS_PATH", "SEQ_LEN", "SEED", "SPLIT", "NUM_EPOCHS")}
     shared["DATA_HOME"] = str(data_home)
-    out = tmp_path / "argv.json"
-    analysis_env = dict(shared, PYTHON=f"{sys.executable} {stub}", ARGV_OUT=str(out), METRIC="vocab_rarity",
-                        LOG_DIR=str(tmp_path / "logs"))
-    subprocess.run(["bash", str(RECIPES / "gpt" / "ds_analyze_gpt_data_map.sh")], env=analysis_env, check=True,
-                   capture_output=True, timeout=60)
     cli = _load_analyzer_cli()
-    analysis = cli.parse_args(json.loads(out.read_text())[1:], cli.add_analyzer_args)
+    stages = {}
+    for stage in ("map", "reduce"):
+        out = tmp_path / f"{stage}.json"
+        analysis_env = dict(shared, PYTHON=f"{sys.executable} {stub}", ARGV_OUT=str(out), METRIC="vocab_rarity",
+                            LOG_DIR=str(tmp_path / "logs"))
+        subprocess.run(["bash", str(RECIPES / "gpt" / f"ds_analyze_gpt_data_{stage}.sh")], env=analysis_env,
+                       check=True, capture_output=True, timeout=60)
+        stages[stage] = cli.parse_args(json.loads(out.read_text())[1:], cli.add_analyzer_args)
+    analysis = stages["map"]  # the map stage builds the dataset (and its index maps); reduce writes the files
+    assert stages["reduce"].save == analysis.save and stages["reduce"].analyzing_metric == ["vocab_rarity"]
 
     pre_env = dict(shared, DRY_RUN="1", OUTPUT_HOME=str(tmp_path / "out"), NUM_NODE="1", NUM_GPUS_PERNODE="1",
                    HOSTFILE=str(tmp_path / "no_hostfile"))
@@ -384,6 +389,6 @@ def test_pretraining_reads_what_the_gpt_analysis_writes(tmp_path):
         maps["doc"], maps["sample"], maps["shuffle"])
     voc = json.loads(ds_path.read_text())["data_efficiency"]["data_sampling"]["curriculum_learning"][
         "curriculum_metrics"]["voc"]
-    assert voc["index_to_sample_path"] == metric_output_prefix(analysis.save, "vocab_rarity",
+    assert voc["index_to_sample_path"] == metric_output_prefix(stages["reduce"].save, "vocab_rarity",
                                                                "index_to_sample_percentile_merged")
     assert voc["index_to_metric_path"] == metric_output_prefix(analysis.save, "vocab_rarity", "index_to_metric")

@@ -55,7 +55,7 @@ esac
 ### Model: GPT-3 1.3B. Other GPT-3 sizes (layers / hidden / heads / global batch / paper lr / init std),
 ### uncomment one line to switch; init_std follows sqrt(1/(3*hidden)). lr itself is argument 1.
 seq_len=2048
-# model_size=0.125; num_layers=12; hidden_size=768;   num_attn_heads=12; global_batch_size=256;  init_std=0.02   # lr 6.0e-4
+# model_size=0.125; num_layers=12; hidden_size=768; num_attn_heads=12; global_batch_size=256;  init_std=0.02   # lr 6.0e-4
 # model_size=0.35;  num_layers=24; hidden_size=1024;  num_attn_heads=16; global_batch_size=256;  init_std=0.018  # lr 3.0e-4
 # model_size=0.76;  num_layers=24; hidden_size=1536;  num_attn_heads=16; global_batch_size=256;  init_std=0.015  # lr 2.5e-4
 model_size=1.3;     num_layers=24; hidden_size=2048;  num_attn_heads=16; global_batch_size=512;  init_std=0.013  # lr 2.0e-4
