@@ -41,6 +41,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class BadInputError(ValueError):
     """The input file is unreadable or a line is bad; the message is ``<file>:<line>: <what>``."""
 
+    def __init__(self, message: str, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what if what is not None else message
+
+
+@dataclass(frozen=True)
+def _bad(where: str, what: str) -> BadInputError:
+    return BadInputError(f"{where}: {what}", what)
+
 
 @dataclass(frozen=True)
 class PreprocessOptions:
@@ -125,27 +134,27 @@ class ChunkEncoder:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise BadInputError(f"{where}: invalid UTF-8 at byte offset {e.start} of the line ({e.reason})") from None
+            raise _bad(where, f"invalid UTF-8 at byte offset {e.start} of the line ({e.reason})") from None
         if not line.strip():
             return None
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise BadInputError(f"{where}: malformed JSON: {e.msg} at column {e.colno}") from None
+            raise _bad(where, f"malformed JSON: {e.msg} at column {e.colno}") from None
         except RecursionError:
-            raise BadInputError(f"{where}: malformed JSON: nested too deeply") from None
+            raise _bad(where, f"malformed JSON: nested too deeply") from None
         if not isinstance(record, dict):
-            raise BadInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            raise _bad(where, f"expected a JSON object, got {type(record).__name__}")
         texts = {}
         for key in self.options.json_keys:
             if key not in record:
                 have = ", ".join(repr(k) for k in list(record)[:10])
-                raise BadInputError(f"{where}: missing key {key!r} (the object has: {have or 'no keys'})")
+                raise _bad(where, f"missing key {key!r} (the object has: {have or 'no keys'})")
             value = record[key]
             if not isinstance(value, str):
-                raise BadInputError(f"{where}: key {key!r} holds a {type(value).__name__}, expected a string")
+                raise _bad(where, f"key {key!r} holds a {type(value).__name__}, expected a string")
             if b"\\u" in raw and _SURROGATE.search(value):
-                raise BadInputError(f"{where}: key {key!r} contains an unpaired surrogate escape (not valid Unicode)")
+                raise _bad(where, f"key {key!r} contains an unpaired surrogate escape (not valid Unicode)")
             texts[key] = value
         return texts
 
@@ -163,7 +172,7 @@ class ChunkEncoder:
                 if not self.options.skip_bad_lines:
                     result.error = str(e)
                     break
-                result.bad_lines.append((lineno, str(e).split(": ", 1)[1]))
+                result.bad_lines.append((lineno, e.what))
                 continue
             if record is None:
                 result.blank_lines += 1
