@@ -46,7 +46,6 @@ class BadInputError(ValueError):
         self.what = what if what is not None else message
 
 
-@dataclass(frozen=True)
 def _bad(where: str, what: str) -> BadInputError:
     return BadInputError(f"{where}: {what}", what)
 
@@ -142,7 +141,7 @@ class ChunkEncoder:
         except json.JSONDecodeError as e:
             raise _bad(where, f"malformed JSON: {e.msg} at column {e.colno}") from None
         except RecursionError:
-            raise _bad(where, f"malformed JSON: nested too deeply") from None
+            raise _bad(where, "malformed JSON: nested too deeply") from None
         if not isinstance(record, dict):
             raise _bad(where, f"expected a JSON object, got {type(record).__name__}")
         texts = {}

@@ -5,7 +5,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -61,11 +61,17 @@ def _is_fp32_zero0(engine: Any) -> bool:
     return engine.zero_optimization_stage() == 0 and not engine.bfloat16_enabled() and not engine.fp16_enabled()
 
 
-def _grad_norm(engine: Any) -> float:
-    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    if not grads:
+def _total_norm(tensors: list[torch.Tensor]) -> float:
+    """L2 norm over a list of tensors."""
+    if not tensors:
         return 0.0
-    return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True))
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return float(torch.nn.utils.get_total_norm(tensors, norm_type=2.0, foreach=True))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors])))
+
+
+def _grad_norm(engine: Any) -> float:
+    return _total_norm([p.grad for p in engine.module.parameters() if p.grad is not None])
 
 
 def _dp_average(values: dict[str, torch.Tensor], count: int) -> dict[str, float]:
@@ -110,16 +116,17 @@ def train_step(engine: Any, data_iterator: Iterator[Batch], forward_step: Forwar
     return StepOutput(_dp_average(sums, n_micro), grad_norm, skipped, batch)
 
 
-def evaluate(engine: Any, data_iterator: Iterator[Batch] | None, forward_step: ForwardStep, config: RunConfig
+def evaluate(engine: Any, data_loader: Iterable[Batch] | None, forward_step: ForwardStep, config: RunConfig
              ) -> dict[str, float]:
-    """Average metrics over --eval-iters global batches (fewer if the split is smaller); RNG untouched."""
-    if data_iterator is None or config.training.eval_iters == 0:
+    """Average metrics over the first --eval-iters global batches of `data_loader`; training RNG untouched."""
+    if data_loader is None or config.training.eval_iters == 0:
         return {}
     sums: dict[str, torch.Tensor] = {}
     count = 0
     engine.eval()
     try:
         with torch.no_grad(), fork_rng():
+            data_iterator = iter(data_loader)  # creating a DataLoader iterator draws from torch's RNG
             for _ in range(config.training.eval_iters * config.training.num_micro_batches):
                 try:
                     batch = next(data_iterator)
@@ -135,8 +142,7 @@ def evaluate(engine: Any, data_iterator: Iterator[Batch] | None, forward_step: F
 
 
 def _params_norm(engine: Any) -> float:
-    params = [p.detach() for p in engine.module.parameters()]
-    return float(torch.nn.utils.get_total_norm(params, norm_type=2.0, foreach=True)) if params else 0.0
+    return _total_norm([p.detach() for p in engine.module.parameters()])
 
 
 def _current_lr(engine: Any) -> float:
@@ -147,7 +153,9 @@ def _all_ranks_agree(flag: bool) -> bool:
     """True if `flag` is true on any rank (so all ranks stop together)."""
     if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    from deepspeed.accelerator import get_accelerator
+
+    t = torch.tensor([1.0 if flag else 0.0], device=get_accelerator().current_device_name())
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return bool(t.item() > 0)
 

@@ -50,6 +50,7 @@ def _setup_config(argv: list[str] | None, args_defaults: dict[str, Any] | None,
     from megatron.arguments import apply_args_defaults, check_token_ids, data_prefixes, parse_args, validate_args
     from megatron.config import build_configs
     from megatron.tokenizer import build_tokenizer_from_args
+    from megatron.training.engine import build_scheduler
     from megatron.training.initialize import rank_from_env, setup_logging, world_size_from_env
 
     args = parse_args(argv, extra_args_provider)
@@ -60,6 +61,7 @@ def _setup_config(argv: list[str] | None, args_defaults: dict[str, Any] | None,
     tokenizer = build_tokenizer_from_args(args)
     check_token_ids(data_prefixes(args.data_path), tokenizer.padded_vocab_size)
     config = build_configs(args, tokenizer, world_size)
+    build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0), config)  # schedule errors now
     _log_arguments(args)
     return config, tokenizer
 
@@ -121,7 +123,10 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
     set_random_seed(t.seed, rank)
 
     model = model_provider(config)
-    engine, scheduler = setup_model_and_optimizer(model, config)
+    try:
+        engine, scheduler = setup_model_and_optimizer(model, config)
+    except ValueError as e:  # DeepSpeed rejecting the JSON
+        raise UsageError(str(e)) from e
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters | global batch %d = micro %d x %d micro-batches x %d ranks | %s | ZeRO %d",
                 n_params / 1e6, t.global_batch_size, t.micro_batch_size, t.num_micro_batches, world, t.precision,
@@ -152,7 +157,7 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
             last_saved[0] = state.iteration
 
     def run_eval(loader: Any) -> dict[str, float]:
-        return evaluate(engine, iter(loader) if loader is not None else None, forward_step_func, config)
+        return evaluate(engine, loader, forward_step_func, config)
 
     try:
         if not t.skip_train and not budget_reached(state, config):

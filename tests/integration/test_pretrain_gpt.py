@@ -110,8 +110,19 @@ def test_killed_save_leaves_previous_checkpoint(make_argv, tmp_path, monkeypatch
     assert not (ckpt / "global_step6.tmp").exists()  # the leftover was removed by the next save
 
 
-def test_two_process_gloo_matches_one_process(make_argv, tmp_path):
+def test_two_process_gloo_matches_one_process(make_argv, monkeypatch):
+    from megatron.training import training_log
+
+    one_norms = []
+    real_record = training_log.TrainingLogger.record
+
+    def record(self, state, step):
+        one_norms.append(step.grad_norm)
+        real_record(self, state, step)
+
+    monkeypatch.setattr(training_log.TrainingLogger, "record", record)
     one = run(make_argv(train_iters=4, micro_batch_size=2, global_batch_size=8))
+    monkeypatch.undo()
     argv = make_argv(train_iters=4, micro_batch_size=2, global_batch_size=8)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "pretrain_gpt.py"), *argv]
@@ -121,6 +132,9 @@ def test_two_process_gloo_matches_one_process(make_argv, tmp_path):
               if " iteration " in line and "lm loss: " in line]
     assert len(losses) == 4, proc.stdout[-3000:]
     assert losses == pytest.approx([s["lm loss"] for s in one.losses], abs=1e-5)
+    norms = [float(line.split("grad norm: ")[1].split(" |")[0]) for line in proc.stdout.splitlines()
+             if " iteration " in line and "grad norm: " in line]
+    assert norms == pytest.approx(one_norms, abs=2e-3)  # gradients were averaged over both ranks before the norm
     assert "consumed samples:           32" in proc.stdout
 
 
@@ -133,3 +147,35 @@ def test_cli_error_is_one_line_exit_2(make_argv):
     assert errors == ["error: --global-batch-size 6 is not divisible by --micro-batch-size 4 x data-parallel size 1 "
                       "(= 4)"], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_schedule_errors_are_usage_errors(make_argv):
+    from megatron.training import UsageError
+
+    with pytest.raises(UsageError, match="LR warmup .* must be shorter than LR decay"):
+        run(make_argv(train_iters=2, lr_warmup_iters=2))
+
+
+def test_data_post_process_hook_sees_every_training_micro_batch(make_argv):
+    from megatron.training import pretrain
+
+    seen = []
+
+    def hook(batch, sampler_state):
+        seen.append((tuple(batch["text"].shape), dict(sampler_state)))
+        return {"text": batch["text"].clone()}
+
+    result = pretrain(pretrain_gpt.train_valid_test_datasets_provider, pretrain_gpt.model_provider,
+                      pretrain_gpt.forward_step, args_defaults={"tokenizer_type": "GPT2BPETokenizer"},
+                      data_post_process=hook, argv=make_argv(train_iters=2, micro_batch_size=2, lr_warmup_iters=0))
+    assert result.state.iteration == 2
+    # 2 iterations x 4 micro-batches; evaluation batches do not go through the training hook
+    assert seen == [((2, 33), {"current_difficulties": {}})] * 8
+
+
+def test_evaluation_does_not_perturb_training(make_argv):
+    common = dict(train_iters=4, attention_dropout=0.1, hidden_dropout=0.1)
+    with_eval = run(make_argv(eval_interval=1, **common))
+    without = run(make_argv(eval_interval=1000, **common))
+    assert [it for it, _ in with_eval.evaluations] == [1, 2, 3, 4]
+    assert [s["lm loss"] for s in with_eval.losses] == [s["lm loss"] for s in without.losses]

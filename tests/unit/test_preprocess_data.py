@@ -253,3 +253,13 @@ def test_inspect_dataset_tool(tmp_path, capsys):
     assert "text: 'Hello there.<|endoftext|>'" in out
     assert inspect.main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_truncated_gzip_input(tmp_path, corpus, capsys):
+    data = open(corpus["gz"], "rb").read()
+    src = tmp_path / "cut.jsonl.gz"
+    src.write_bytes(data[: len(data) // 2])
+    assert run(str(src), str(tmp_path / "out" / "g"), "--workers", "2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {src}: cannot read input near line ")
+    assert os.listdir(tmp_path / "out") == []
