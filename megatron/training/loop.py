@@ -87,13 +87,16 @@ def _dp_average(values: dict[str, torch.Tensor], count: int) -> dict[str, float]
 
 
 def train_step(engine: Any, data_iterator: Iterator[Batch], forward_step: ForwardStep, data_eff: DataEfficiency,
-               state: TrainState, config: RunConfig) -> StepOutput:
-    """One optimizer step: engine.forward/backward/step on every micro-batch (DeepSpeed accumulates)."""
+               state: TrainState, config: RunConfig, *, want_grad_norm: bool = True) -> StepOutput:
+    """One optimizer step: engine.forward/backward/step on every micro-batch (DeepSpeed accumulates).
+
+    In plain fp32 without ZeRO DeepSpeed keeps no gradient norm; it is computed here when `want_grad_norm`.
+    """
     sums: dict[str, torch.Tensor] = {}
     grad_norm: float | None = None
     batch: Batch = {}
     n_micro = config.training.num_micro_batches
-    own_norm = _is_fp32_zero0(engine)
+    own_norm = want_grad_norm and _is_fp32_zero0(engine)
     for _ in range(n_micro):
         try:
             batch = next(data_iterator)
@@ -109,7 +112,7 @@ def train_step(engine: Any, data_iterator: Iterator[Batch], forward_step: Forwar
         for key, value in metrics.items():
             value = value.detach()
             sums[key] = sums[key] + value if key in sums else value.clone()
-    if not own_norm:
+    if not _is_fp32_zero0(engine):
         grad_norm = engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else None
     skipped = bool(getattr(engine, "_step_applied", True) is False)
@@ -160,6 +163,13 @@ def _all_ranks_agree(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def _reports_step(iteration: int, config: RunConfig) -> bool:
+    """True if `iteration` is printed or written to TensorBoard (its grad norm is then needed)."""
+    log = config.logging
+    return (iteration % log.log_interval == 0
+            or (log.tensorboard_dir is not None and iteration % log.tensorboard_log_interval == 0))
+
+
 def budget_reached(state: TrainState, config: RunConfig) -> bool:
     """True once --train-iters/--train-samples or --train-tokens is used up, whichever comes first."""
     t = config.training
@@ -180,7 +190,8 @@ def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_s
         lr = _current_lr(engine)
         t0 = now()
         try:
-            out = train_step(engine, data_iterator, forward_step, data_eff, state, config)
+            out = train_step(engine, data_iterator, forward_step, data_eff, state, config,
+                             want_grad_norm=_reports_step(state.iteration + 1, config))
         except DataExhausted as e:
             logger.warning("%s; stopping (raise --train-samples/--train-iters or check the data)", e)
             result.exit_reason = "data exhausted"

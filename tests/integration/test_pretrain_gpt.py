@@ -68,8 +68,9 @@ def test_counters_lr_and_train_tokens_budget(make_argv):
     assert result.lrs == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
-def test_resume_equals_uninterrupted(make_argv, tmp_path):
-    common = dict(train_iters=10, attention_dropout=0.1, hidden_dropout=0.1, eval_interval=3)
+@pytest.mark.parametrize("engine_flags", [{}, {"zero_stage": 1, "bf16": True}], ids=["fp32-zero0", "bf16-zero1"])
+def test_resume_equals_uninterrupted(make_argv, tmp_path, engine_flags):
+    common = dict(train_iters=10, attention_dropout=0.1, hidden_dropout=0.1, eval_interval=3, **engine_flags)
     full = run(make_argv(save=tmp_path / "full", save_interval=5, **common))
     part = run(make_argv(save=tmp_path / "part", exit_interval=5, **common))  # "killed" after 5 iterations
     assert part.state.iteration == 5 and part.exit_reason.startswith("--exit-interval")

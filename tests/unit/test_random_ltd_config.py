@@ -81,10 +81,12 @@ def test_disabled_block_needs_no_fields_and_routing_wrapper():
 @pytest.mark.parametrize(
     "path, value, message",
     [
-        ("random_ltd_layer_idd", [1], r"random_ltd\.random_ltd_layer_idd: unknown key \(did you mean random_ltd_layer_id\?\)"),
+        ("random_ltd_layer_idd", [1],
+         r"random_ltd\.random_ltd_layer_idd: unknown key \(did you mean random_ltd_layer_id\?\)"),
         ("random_ltd_schedule.schedule_config.require_step", 5,
          r"schedule_config\.require_step: unknown key \(did you mean require_steps\?\)"),
-        ("random_ltd_layer_id", list(range(1, 22)), r"random_ltd_layer_id: lists 21 layers but random_ltd_layer_num is 22"),
+        ("random_ltd_layer_id", list(range(1, 22)),
+         r"random_ltd_layer_id: lists 21 layers but random_ltd_layer_num is 22"),
         ("random_ltd_layer_id", [1, 1] + list(range(3, 23)), r"random_ltd_layer_id: layer 1 is listed twice"),
         ("random_ltd_layer_id", list(range(2, 24)), r"includes layer 23, the last layer"),
         ("random_ltd_layer_id", list(range(0, 22)), r"includes layer 0, the first layer"),

@@ -10,7 +10,11 @@ from megatron.config import TransformerConfig
 from megatron.data_efficiency.accounting import actual_seq_length
 from megatron.data_efficiency.layer_token_lr import LayerTokenLRSchedule, layer_token_lr
 from megatron.data_efficiency.random_ltd import RandomLTD
-from megatron.data_efficiency.random_ltd_config import LayerTokenLRConfig, RandomLTDScheduleConfig, parse_random_ltd_config
+from megatron.data_efficiency.random_ltd_config import (
+    LayerTokenLRConfig,
+    RandomLTDScheduleConfig,
+    parse_random_ltd_config,
+)
 from megatron.data_efficiency.random_ltd_schedule import RandomLTDScheduler, ltd_actual_seq_length, reserved_length_at
 from megatron.data_efficiency.seqlen import gpt_seqlen_truncate
 from megatron.model import GPTModel, TransformerLayer
