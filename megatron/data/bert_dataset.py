@@ -295,10 +295,14 @@ class BertDataset(torch.utils.data.Dataset):
 
         def build() -> dict[str, np.ndarray]:
             start = time.time()
-            mapping = build_samples_mapping(
-                doc_idx, indexed_dataset.sizes, exact, None if exact else max(1, max_num_samples), target,
-                short_seq_prob, seed, 2 if binary_head else 1,
-            )
+            try:
+                mapping = build_samples_mapping(
+                    doc_idx, indexed_dataset.sizes, exact, None if exact else max(1, max_num_samples), target,
+                    short_seq_prob, seed, 2 if binary_head else 1,
+                )
+            except DatasetError as exc:  # name the data file and split: the mapping itself knows neither
+                raise DatasetError(f"{data_prefix} ({name} split, documents {documents[0]}..{documents[1] - 1}): "
+                                   f"{exc}") from None
             logger.info("%s samples mapping for %s built in %.2f s", name, data_prefix, time.time() - start)
             return {"mapping": mapping}
 

@@ -137,8 +137,13 @@ def barrier() -> None:
 def save_npy_atomic(path: str, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` (.npy) through a temporary file in the same directory and os.replace."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as exc:  # e.g. read-only data directory: a user problem, not a crash
+        raise DatasetError(
+            f"{path}: cannot write index map ({exc.strerror or exc}); pass --data-cache-path with a writable directory"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)

@@ -137,9 +137,9 @@ class ChunkEncoder:
         if not line.strip():
             return None
         try:
-            record = json.loads(line)
+            record = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as e:
-            raise _bad(where, f"malformed JSON: {e.msg} at column {e.colno}") from None
+            raise _bad(where, f"malformed JSON: {e.msg} (column {e.colno})") from None
         except RecursionError:
             raise _bad(where, "malformed JSON: nested too deeply") from None
         if not isinstance(record, dict):
@@ -236,6 +236,9 @@ def _init_worker(options: PreprocessOptions) -> None:
     """Pool initializer: one tokenizer per worker process, single-threaded engine (the pool parallelises)."""
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process, which ends the pool
+    # The CLI's SIGTERM handler (cleanup of partial outputs) must not be inherited: the pool stops its
+    # workers with SIGTERM, and a worker that survives it leaves the parent waiting forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _WORKER = ChunkEncoder(options)
 

@@ -205,3 +205,11 @@ def test_no_binary_head_and_sentence_level_error(corpus, tmp_path):
     write_sentences(one_sentence_docs, [[np.arange(10, 30)] for _ in range(20)])
     with pytest.raises(DatasetError, match="--split-sentences"):
         build(one_sentence_docs)
+
+
+def test_no_eligible_document_error_names_the_data_file_and_split(tmp_path):
+    # Regression: document-level data given to BERT raised an error naming neither the file nor the split.
+    prefix = str(tmp_path / "gpt_text_document")
+    write_sentences(prefix, [[np.arange(10, 30)] for _ in range(20)])
+    with pytest.raises(DatasetError, match=r"gpt_text_document \(train split, documents 0\.\.\d+\): no document"):
+        build(prefix)

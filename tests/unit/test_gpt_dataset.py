@@ -258,3 +258,12 @@ def test_tiny_split_repeats_epochs_and_empty_split_errors(tmp_path):
     write_docs(empty, [np.zeros(0), np.zeros(0)])
     with pytest.raises(DatasetError, match="train split has no tokens"):
         gd.build_train_valid_test_datasets([empty], "mmap", "1", [1, 0, 0], 8, 1)
+
+
+def test_unwritable_index_cache_is_one_clear_error(tmp_path):
+    # Regression: a cache location that cannot be written raised a bare OSError traceback.
+    prefix, _ = make_prefix(tmp_path)
+    not_a_dir = tmp_path / "cache_is_a_file"
+    not_a_dir.write_text("x")
+    with pytest.raises(DatasetError, match=r"cache_is_a_file.*cannot write index map.*--data-cache-path"):
+        gd.build_train_valid_test_datasets([prefix], "mmap", "1,0,0", [40, 0, 0], 8, 3, index_cache_dir=str(not_a_dir))
