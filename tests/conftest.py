@@ -6,9 +6,9 @@ import sys
 import pytest
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _no_leftover_process_group():
-    """Tear down a process group a test left behind (through DeepSpeed, which caches its groups), so later
+    """Tear down a process group a test module left behind (through DeepSpeed, which caches its groups), so later
     tests that fork workers forming their own group start clean."""
     yield
     import torch.distributed as dist
