@@ -70,11 +70,18 @@ def train_valid_test_datasets_provider(config: RunConfig, tokenizer: Any) -> tup
 
 
 def data_post_process(batch: Batch, sampler_state: Mapping[str, Any]) -> Batch:
-    """Curriculum hook on each raw training micro-batch: identity until sequence-length curricula are wired.
+    """Curriculum hook on each raw training micro-batch [b, s+1]: seqlen_truncate / seqlen_reshape (spec §4).
 
-    `sampler_state["current_difficulties"]` maps curriculum metric -> current difficulty (spec §4).
+    `sampler_state["current_difficulties"]` maps curriculum metric -> current difficulty; with the metric
+    `seqlen_truncate` rows are cut to cs+1 tokens, with `seqlen_reshape` re-cut into more rows of cs+1 tokens;
+    any other metric set leaves the batch unchanged. --seq-length is the raw rows' width minus one.
     """
-    return batch
+    from megatron.data_efficiency.seqlen import make_gpt_data_post_process
+
+    if not sampler_state.get("current_difficulties"):
+        return batch
+    seq_length = int(batch["text"].shape[1]) - 1
+    return make_gpt_data_post_process(seq_length)(batch, sampler_state)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -175,8 +175,9 @@ def main() -> None:
     for step in sides.values():
         time_steps(step, batches, n_micro, b.warmup_steps)
     times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(b.rounds):
-        for name, step in sides.items():
+    for r in range(b.rounds):
+        order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]  # alternate who goes first
+        for name, step in order:
             times[name] += time_steps(step, batches, n_micro, b.steps)
 
     tokens_per_step = cfg.training.global_batch_size * cfg.training.seq_length
@@ -189,15 +190,16 @@ def main() -> None:
     peak = max(matmul)  # the speed of light: the least disturbed run
     print(f"matmul ({'bf16' if b.bf16 else 'fp32'}, 2048^2, 20 runs): peak {peak / 1e9:.1f} GFLOP/s, "
           f"median {statistics.median(matmul) / 1e9:.1f} GFLOP/s; MFU below is against the peak")
-    rates = {}
+    rates, best = {}, {}
     for name, ts in times.items():
         med = statistics.median(ts)
-        rates[name] = tokens_per_step / med
+        rates[name], best[name] = tokens_per_step / med, tokens_per_step / min(ts)
         mfu = rates[name] * flops_per_token / peak
-        print(f"{name:>24}: {med * 1000:8.1f} ms/step (median of {len(ts)}) | {rates[name]:8.1f} tokens/s | "
-              f"MFU {100 * mfu:5.1f}%")
-    ratio = rates["ours (DeepSpeed engine)"] / rates["bare PyTorch"]
-    print(f"ratio ours / bare: {ratio:.3f} (target >= 0.95)")
+        print(f"{name:>24}: {med * 1000:8.1f} ms/step (median of {len(ts)}, best {min(ts) * 1000:.1f}) | "
+              f"{rates[name]:8.1f} tokens/s | MFU {100 * mfu:5.1f}%")
+    ours_name, bare_name = "ours (DeepSpeed engine)", "bare PyTorch"
+    print(f"ratio ours / bare: {rates[ours_name] / rates[bare_name]:.3f} on medians, "
+          f"{best[ours_name] / best[bare_name]:.3f} on best steps (target >= 0.95)")
 
 
 if __name__ == "__main__":

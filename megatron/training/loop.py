@@ -36,7 +36,7 @@ class StepOutput:
     skipped: bool
     """Update skipped (fp16 overflow)."""
     last_batch: Batch
-    """The last (post-processed) micro-batch, for actual_seq_length."""
+    """The last (post-processed) micro-batch, for the data-efficiency step accounting."""
 
 
 @dataclass
@@ -198,18 +198,18 @@ def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_s
             return result
         state.iteration += 1
         state.consumed_train_samples += t.global_batch_size
-        tokens, actual = data_eff.actual_seq_length(out.last_batch, state)  # the one per-step call (spec §3.6)
-        state.consumed_train_tokens += int(tokens)
-        state.actual_seq_length = int(actual)
+        acct = data_eff.end_step(out.last_batch, state)  # the one per-step call: tokens, seqlen (spec §3.6)
+        state.consumed_train_tokens += acct.tokens
+        state.actual_seq_length = acct.actual_seq_length
         state.skipped_iterations += int(out.skipped)
         scheduler.step(increment=t.global_batch_size, token_num=state.consumed_train_tokens)
         seconds = now() - t0
         if out.losses and not all(math.isfinite(v) for v in out.losses.values()):
             logger.warning("iteration %d: non-finite loss %s", state.iteration, out.losses)
-        record = StepRecord(losses=out.losses, lr=lr, grad_norm=out.grad_norm, step_seconds=seconds, tokens=int(tokens),
+        record = StepRecord(losses=out.losses, lr=lr, grad_norm=out.grad_norm, step_seconds=seconds, tokens=acct.tokens,
                             skipped=out.skipped, loss_scale=_loss_scale(engine),
                             params_norm=_params_norm(engine) if config.logging.log_params_norm else None,
-                            extra=data_eff.log_fields())
+                            extra=acct.log_fields)
         training_logger.record(state, record)
         if state.iteration % config.logging.tensorboard_log_interval == 0:
             training_logger.optimizer_states(state, engine.optimizer)

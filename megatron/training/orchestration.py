@@ -99,9 +99,11 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
              forward_step_func: ForwardStep, *, args_defaults: dict[str, Any] | None = None,
              extra_args_provider: Callable[[argparse.ArgumentParser], argparse.ArgumentParser] | None = None,
              data_post_process: DataPostProcess | None = None, argv: list[str] | None = None,
-             flops_per_token: Callable[[TransformerConfig, int], float] | None = None) -> TrainResult:
+             flops_per_token: Callable[[TransformerConfig, int], float] | None = None,
+             model_type: str = "gpt") -> TrainResult:
     """Train a model on the DeepSpeed engine as Megatron's pretrain() does; returns the run's history.
 
+    ``model_type`` (gpt/bert) tells curriculum learning how batches are laid out.
     Bad flags/JSON/data/checkpoints raise UsageError (one line); ``run_cli`` turns it into exit status 2.
     """
     from megatron.model import gpt_flops_per_token
@@ -114,7 +116,7 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
     set_launcher_env_defaults()
     try:
         config, tokenizer = _setup_config(argv, args_defaults, extra_args_provider)
-        data_eff = build_data_efficiency(config, data_post_process)
+        data_eff = build_data_efficiency(config, data_post_process, model_type=model_type)
     except ValueError as e:
         raise UsageError(str(e)) from e
     t = config.training
@@ -122,11 +124,12 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     set_random_seed(t.seed, rank)
 
-    model = model_provider(config)
     try:
+        model = data_eff.prepare_model(model_provider(config))  # random-LTD wraps layers before the engine
         engine, scheduler = setup_model_and_optimizer(model, config)
-    except ValueError as e:  # DeepSpeed rejecting the JSON
+    except ValueError as e:  # DeepSpeed rejecting the JSON, random-LTD layer ids not matching the model
         raise UsageError(str(e)) from e
+    scheduler = data_eff.wrap_scheduler(scheduler, engine.optimizer)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters | global batch %d = micro %d x %d micro-batches x %d ranks | %s | ZeRO %d",
                 n_params / 1e6, t.global_batch_size, t.micro_batch_size, t.num_micro_batches, world, t.precision,
@@ -139,7 +142,12 @@ def pretrain(train_valid_test_datasets_provider: DatasetsProvider, model_provide
         except ValueError as e:
             raise UsageError(str(e)) from e
     train_ds, valid_ds, test_ds = _build_datasets(train_valid_test_datasets_provider, config, tokenizer, rank)
-    train_loader = _data_loader(train_ds, state.consumed_train_samples, config, rank, world)
+    try:
+        train_loader = data_eff.train_data_loader(train_ds, data_parallel_rank=rank)  # curriculum sampler
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if train_loader is None:
+        train_loader = _data_loader(train_ds, state.consumed_train_samples, config, rank, world)
     valid_loader = _data_loader(valid_ds, 0, config, rank, world, "single")
     test_loader = _data_loader(test_ds, 0, config, rank, world, "single")
     train_iter: Iterator[Batch] | None = iter(train_loader) if train_loader is not None else None

@@ -29,6 +29,7 @@ from megatron.data.gpt_dataset import index_map_filenames
 from megatron.data_efficiency.analyzer_io import metric_output_prefix
 from megatron.data_efficiency.config import parse_deepspeed_config
 from megatron.training import ds_config as ds_config_module
+from megatron.training.data_efficiency_hooks import build_data_efficiency
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "examples_deepspeed" / "data_efficiency"
@@ -151,6 +152,7 @@ def check_pretrain_command(argv: list[str], world_size: int, monkeypatch: pytest
         ds_json = json.load(f)
     settings = parse_deepspeed_config(ds_json, source=args.deepspeed_config, num_layers=args.num_layers,
                                       seq_length=args.seq_length)
+    build_data_efficiency(config)  # the training wiring accepts the block (curriculum facade, random-LTD)
     return args, config, ds_json, settings
 
 

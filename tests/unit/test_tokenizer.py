@@ -15,7 +15,9 @@ import pytest
 from megatron.tokenizer import TOKENIZERS, AbstractTokenizer, build_tokenizer, build_tokenizer_from_args
 from megatron.tokenizer.base import TokenizerError, vocab_size_with_padding
 from megatron.tokenizer.bert_wordpiece import ENGINE_DIVERGENT_CHARS, build_wordpiece_engine, read_vocab_txt
-from megatron.tokenizer.gpt2_bpe import needs_reference
+from megatron.tokenizer.bpe_cache import (GPT2_ASCII_REGEX, GROUP_TEXTS, WHITESPACE_SCAN_LIMIT, fragment_pattern,
+                                          regex_whitespace)
+from megatron.tokenizer.gpt2_bpe import GPT2BPETokenizer, needs_reference
 from megatron.tokenizer.reference_bpe import GPT2_REGEX, ReferenceGPT2BPE, byte_alphabet, bytes_to_unicode
 from megatron.tokenizer.reference_wordpiece import ReferenceBertTokenizer
 from megatron.tokenizer.train import iter_jsonl_texts
@@ -99,11 +101,12 @@ def random_unicode(rng: random.Random, n: int) -> str:
 # ---------------------------------------------------------------- GPT-2 BPE
 def test_gpt2_engine_ids_equal_reference_on_corpus(gpt2, corpus):
     ref = ReferenceGPT2BPE.from_files(GPT2_VOCAB, GPT2_MERGES)
-    assert not any(needs_reference(t) for t in corpus)  # so every id below comes from the engine
+    assert not any(needs_reference(t) for t in corpus)  # so the old path below uses HF's pipeline only
     got = gpt2.tokenize_batch(corpus)
     assert sum(map(len, got)) > 100_000
     for text, ids in zip(corpus, got):
         assert ids == ref.encode(text), text[:80]
+    assert gpt2.tokenize_batch_engine(corpus) == got
 
 
 def test_gpt2_single_and_batch_agree(gpt2, corpus):
@@ -154,7 +157,108 @@ def test_gpt2_unassigned_code_points_use_reference(gpt2):
     text = "a\u0558a \U0002B73A1"  # assigned after Unicode 14: the two regex tables may differ here
     assert needs_reference(text)
     ref = ReferenceGPT2BPE.from_files(GPT2_VOCAB, GPT2_MERGES)
-    assert gpt2.tokenize(text) == ref.encode(text)
+    assert gpt2.tokenize(text) == gpt2.tokenize_batch_engine([text])[0] == ref.encode(text)
+
+
+# Characters that stress the fragment cut: every kind of whitespace (incl. \x1c-\x1f, which `str.isspace`
+# calls whitespace but GPT-2's regex does not), letters, digits, symbols, contraction parts.
+TRICKY = list(" \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000a1'stremvld\xe9\u4e2d!.,_\x00") + [
+    "'s", "'re", "'ll", " '", "  ", "\n\n    ", "\U0001F600"]
+
+
+def test_gpt2_fragment_cut_is_exact():
+    """Fragments encoded alone give the same GPT-2 pre-tokens as the whole text (what the cache relies on)."""
+    split = fragment_pattern().findall
+    rng = random.Random(5)
+    for _ in range(20_000):
+        text = "".join(rng.choice(TRICKY) for _ in range(rng.randint(0, 14)))
+        fragments = split(text)
+        assert "".join(fragments) == text
+        assert [p for f in fragments for p in GPT2_REGEX.findall(f)] == GPT2_REGEX.findall(text), repr(text)
+
+
+def test_gpt2_ascii_pattern_equals_gpt2_regex():
+    rng = random.Random(6)
+    alphabet = [chr(i) for i in range(128)] + ["'s", "'re", "'ll", "'ve", "'m", "'d", "'t", "  ", "\n\n"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        assert GPT2_ASCII_REGEX.findall(text) == GPT2_REGEX.findall(text), repr(text)
+
+
+def test_gpt2_whitespace_scan_limit_covers_all_code_points():
+    """Guard for WHITESPACE_SCAN_LIMIT: the installed `regex` has no \\s above it."""
+    assert regex_whitespace(0x110000) == regex_whitespace() == regex_whitespace(WHITESPACE_SCAN_LIMIT)
+    assert "\x1c" not in regex_whitespace() and "\u3000" in regex_whitespace()
+
+
+def count_bpe_calls(tok: GPT2BPETokenizer) -> list[int]:
+    """Wrap the encoder's BPE function; the returned list gets the batch size of every call."""
+    calls: list[int] = []
+    bpe_words = tok._encoder.bpe_words
+
+    def counting(words: list[str]) -> list[list[int]]:
+        calls.append(len(words))
+        return bpe_words(words)
+    tok._encoder.bpe_words = counting
+    return calls
+
+
+def test_gpt2_cache_hits_give_same_ids_without_bpe(corpus):
+    tok = GPT2BPETokenizer(GPT2_VOCAB, GPT2_MERGES)
+    calls = count_bpe_calls(tok)
+    texts = corpus[:60]
+    first = tok.tokenize_batch(texts)
+    n_calls, entries = len(calls), len(tok.fragment_cache)
+    assert n_calls > 0 and entries > 1000
+    assert tok.tokenize_batch(texts) == first  # all from the cache: no BPE, no new entries
+    assert [tok.tokenize(t) for t in texts[:5]] == first[:5]
+    assert len(calls) == n_calls and len(tok.fragment_cache) == entries
+    assert first == tok.tokenize_batch_engine(texts)
+
+
+def test_gpt2_cache_is_bounded_and_exact():
+    ref = ReferenceGPT2BPE.from_files(GPT2_VOCAB, GPT2_MERGES)
+    rng = random.Random(8)
+    tok = GPT2BPETokenizer(GPT2_VOCAB, GPT2_MERGES, cache_entries=64)
+    seen_full = False
+    for _ in range(60):
+        texts = ["".join(rng.choice(TRICKY) for _ in range(rng.randint(0, 40))) for _ in range(20)]
+        assert tok.tokenize_batch(texts) == [ref.encode(t) for t in texts]
+        assert len(tok.fragment_cache) <= 64
+        seen_full |= len(tok.fragment_cache) >= 32
+    assert seen_full
+    # Fragments longer than max_fragment_chars are encoded but not kept.
+    tok.fragment_cache.clear()
+    long_word = " " + "abcdefghij" * 20
+    assert tok.tokenize(long_word + " x") == ref.encode(long_word + " x")
+    assert long_word not in tok.fragment_cache and " x" in tok.fragment_cache
+    with pytest.raises(TokenizerError, match="cache_entries must be an integer >= 2, got 1"):
+        GPT2BPETokenizer(GPT2_VOCAB, GPT2_MERGES, cache_entries=1)
+
+
+def test_gpt2_pickles_without_its_cache(corpus):
+    import pickle
+    tok = GPT2BPETokenizer(GPT2_VOCAB, GPT2_MERGES)
+    ids = tok.tokenize_batch(corpus[:20])
+    assert len(tok.fragment_cache) > 100
+    copy = pickle.loads(pickle.dumps(tok))
+    assert len(copy.fragment_cache) == 0 and copy.fragment_cache.max_entries == tok.fragment_cache.max_entries
+    assert copy.tokenize_batch(corpus[:20]) == ids
+
+
+def test_gpt2_cache_misses_go_to_bpe_in_one_batch_per_group():
+    ref = ReferenceGPT2BPE.from_files(GPT2_VOCAB, GPT2_MERGES)
+    tok = GPT2BPETokenizer(GPT2_VOCAB, GPT2_MERGES)
+    calls = count_bpe_calls(tok)
+    texts = [f"w{i}x zq{i}" for i in range(GROUP_TEXTS)]
+    assert tok.tokenize_batch(texts) == [ref.encode(t) for t in texts]
+    assert calls == [len({p for t in texts for p in GPT2_REGEX.findall(t)})]  # every new pre-token, once
+    more = [f"v{i}y" for i in range(GROUP_TEXTS + 1)]  # two groups, each with new pre-tokens
+    assert tok.tokenize_batch(more) == [ref.encode(t) for t in more]
+    assert len(calls) == 3
+    # A batch mixing known and new pre-tokens: one more call, with only the new one.
+    assert tok.tokenize_batch(["w1x zq2 brandnew", "v3y"]) == [ref.encode("w1x zq2 brandnew"), ref.encode("v3y")]
+    assert calls[3:] == [1]
 
 
 def test_gpt2_bad_text_and_ids(gpt2):
