@@ -5,6 +5,8 @@
         --data-path data/my-corpus_text_document --vocab-file vocab.json --merge-file merges.txt
 
 Runs as one process on CPU, or under `torchrun --nproc_per_node N` / `deepspeed --num_gpus N`.
+Data efficiency as in Megatron-DeepSpeed: `--data-efficiency-curriculum-learning` and/or `--random-ltd` with the
+matching `data_efficiency` block of `--deepspeed_config` (see examples_deepspeed/data_efficiency/).
 """
 from __future__ import annotations
 

@@ -95,9 +95,11 @@ def resolve_checkpoint(load_dir: str, tag: str | None) -> tuple[str, str]:
 
 def load_model_states(load_dir: str, tag: str, path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(model state dict, the rest of rank 0's model-states file: args snapshot, iteration, ds_config ...)."""
-    states = os.path.join(path, "mp_rank_00_model_states.pt")
-    if not os.path.isfile(states):
-        raise EvalError(f"{path}: mp_rank_00_model_states.pt not found (not a DeepSpeed checkpoint of pretrain_gpt)")
+    names = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")  # ZeRO-3: the second
+    found = [os.path.join(path, name) for name in names if os.path.isfile(os.path.join(path, name))]
+    if not found:
+        raise EvalError(f"{path}: {names[0]} not found (not a DeepSpeed checkpoint of pretrain_gpt)")
+    states = found[0]
     try:
         client = torch.load(states, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or truncated file

@@ -29,7 +29,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from megatron.arguments import parse_args  # noqa: E402
-from megatron.data_efficiency.analyzer import run_map, run_map_reduce, run_reduce  # noqa: E402
+from megatron.data_efficiency.analyzer import (check_map_request, resolve_metrics, run_map,  # noqa: E402
+                                               run_map_reduce, run_reduce)
 from megatron.data_efficiency.analyzer_io import AnalyzerError  # noqa: E402
 
 logger = logging.getLogger("analyze_data")
@@ -111,6 +112,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = dict(num_workers=args.analyzing_num_workers, num_threads=args.analyzing_num_threads)
     if args.analyzing_task == "reduce":
         return run_reduce(args.save, metrics, num_threads_reduce=args.analyzing_num_threads_reduce, **counts)
+    if args.analyzing_task == "map_reduce" and (args.analyzing_num_workers != 1 or args.analyzing_specific_threads):
+        raise AnalyzerError("--analyzing-task map_reduce runs one worker: use --analyzing-num-workers 1 and no "
+                            "--analyzing-specific-threads (run map on every worker, then reduce, otherwise)")
+    # metric names, worker/thread ids and inputs are checked BEFORE the (slow, on a real corpus) dataset build
+    resolved = resolve_metrics(metrics)
+    names = {m.name for m in resolved}
+    first = resolved if args.analyzing_task == "map" else [m for m in resolved if not names.intersection(m.requires)]
+    check_map_request(first, args.save, worker_id=args.analyzing_worker_id,
+                      specific_threads=args.analyzing_specific_threads, **counts)
     dataset, padded_vocab_size = build_analysis_dataset(args)
     logger.info("analyzing %d %s samples (train split), metrics %s", len(dataset), args.analyzing_data_type, metrics)
     options = dict(batch_size=args.global_batch_size or 1000, data_type=args.analyzing_data_type,
@@ -119,9 +129,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         run_map(dataset, metrics, args.save, worker_id=args.analyzing_worker_id,
                 specific_threads=args.analyzing_specific_threads, **options)
         return {}
-    if args.analyzing_num_workers != 1 or args.analyzing_specific_threads:
-        raise AnalyzerError("--analyzing-task map_reduce runs one worker: use --analyzing-num-workers 1 and no "
-                            "--analyzing-specific-threads (run map on every worker, then reduce, otherwise)")
     return run_map_reduce(dataset, metrics, args.save, num_threads_reduce=args.analyzing_num_threads_reduce,
                           **options)
 

@@ -197,11 +197,10 @@ def _child(errors: Any, counter: Any, kwargs: dict[str, Any]) -> None:
         raise SystemExit(1)
 
 
-def run_map(dataset: Any, metrics: Sequence[str | Metric], save_path: str, *, num_workers: int = 1, worker_id: int = 0,
-            num_threads: int = 1, specific_threads: Sequence[int] | None = None, batch_size: int = 1000,
-            data_type: str = "GPT", padded_vocab_size: int | None = None, seq_length: int | None = None,
-            sample_indices: Sequence[int] | None = None, show_progress: bool = True) -> list[int]:
-    """Map stage for one worker: run its threads (or only ``specific_threads``); returns the thread ids run."""
+def check_map_request(metrics: Sequence[str | Metric], save_path: str, *, num_workers: int = 1, worker_id: int = 0,
+                      num_threads: int = 1, specific_threads: Sequence[int] | None = None,
+                      batch_size: int = 1000) -> tuple[list[Metric], list[int]]:
+    """Validate a map request before any data is read; returns the metrics and the thread ids to run."""
     _check_counts(num_workers, worker_id, num_threads)
     if batch_size < 1:
         raise AnalyzerError(f"batch size must be >= 1, got {batch_size}")
@@ -211,13 +210,24 @@ def run_map(dataset: Any, metrics: Sequence[str | Metric], save_path: str, *, nu
     if bad or len(set(threads)) != len(threads):
         raise AnalyzerError(f"--analyzing-specific-threads {threads} must be distinct thread ids in "
                             f"[0, {num_threads - 1}]")
+    for m in resolved:  # inputs such as the reduced total_vocab_freq must exist
+        _requirement_fingerprints(save_path, m)
+    return resolved, threads
+
+
+def run_map(dataset: Any, metrics: Sequence[str | Metric], save_path: str, *, num_workers: int = 1, worker_id: int = 0,
+            num_threads: int = 1, specific_threads: Sequence[int] | None = None, batch_size: int = 1000,
+            data_type: str = "GPT", padded_vocab_size: int | None = None, seq_length: int | None = None,
+            sample_indices: Sequence[int] | None = None, show_progress: bool = True) -> list[int]:
+    """Map stage for one worker: run its threads (or only ``specific_threads``); returns the thread ids run."""
+    resolved, threads = check_map_request(metrics, save_path, num_workers=num_workers, worker_id=worker_id,
+                                          num_threads=num_threads, specific_threads=specific_threads,
+                                          batch_size=batch_size)
     source = make_source(dataset, data_type, sample_indices)
     context = MetricContext(data_type=data_type, padded_vocab_size=padded_vocab_size, seq_length=seq_length,
                             save_path=save_path)
     if any("total_vocab_freq" in m.requires for m in resolved):
         context.vocab_nll()  # load once in the parent (a clear error before any thread starts)
-    for m in resolved:
-        _requirement_fingerprints(save_path, m)
     kwargs = dict(source=source, metrics=resolved, context=context, num_workers=num_workers, worker_id=worker_id,
                   num_threads=num_threads, batch_size=batch_size)
     ranges = [thread_range(source.num_samples, num_workers, worker_id, num_threads, t) for t in threads]

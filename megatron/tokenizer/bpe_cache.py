@@ -30,8 +30,9 @@ from .reference_bpe import GPT2_REGEX, bytes_to_unicode
 
 # Typecode of an unsigned array of at least 4 bytes per item (ids are < 2**31, see read_vocab_json).
 ID_TYPECODE = "I" if array("I").itemsize >= 4 else "L"
-DEFAULT_MAX_ENTRIES = 1 << 18
-DEFAULT_MAX_FRAGMENT_CHARS = 128
+DEFAULT_MAX_ENTRIES = 1 << 18  # ~150 bytes each: at most ~40 MB
+DEFAULT_MAX_FRAGMENT_CHARS = 128  # longer fragments/pre-tokens (CJK runs, base64, ...) are not kept
+# Texts are encoded in groups of at most this many texts / characters; the cache is trimmed in between.
 GROUP_TEXTS = 64
 GROUP_CHARS = 1 << 18
 # Every code point in the White_Space property of any Unicode version lies below U+3001;
@@ -43,7 +44,7 @@ GPT2_ASCII_REGEX = re.compile(
     rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_ASCII_WS}A-Za-z0-9]+|[{_ASCII_WS}]+(?![^{_ASCII_WS}])"""
     rf"""|[{_ASCII_WS}]+""")
 # GPT-2 byte → character table as a str.translate table for latin-1-decoded UTF-8 bytes.
-_BYTE_TABLE = {b: c for b, c in bytes_to_unicode().items()}
+_BYTE_TABLE = dict(bytes_to_unicode())
 
 
 def regex_whitespace(limit: int = WHITESPACE_SCAN_LIMIT) -> str:
@@ -81,13 +82,16 @@ class FragmentCache:
     def __contains__(self, fragment: str) -> bool:
         return fragment in self.current or fragment in self.previous
 
-    def promote(self, fragment: str) -> bool:
-        """Move `fragment` from the previous generation into the current one; True if it was there."""
-        value = self.previous.pop(fragment, None)
-        if value is None:
-            return False
-        self.current[fragment] = value
-        return True
+    def promote(self, fragments: set[str]) -> set[str]:
+        """Move those of `fragments` found in the previous generation into the current one; return the others."""
+        if not self.previous:
+            return fragments
+        absent = fragments.difference(self.previous)
+        if len(absent) < len(fragments):
+            previous, current = self.previous, self.current
+            for fragment in fragments.difference(absent):
+                current[fragment] = previous.pop(fragment)
+        return absent
 
     def trim(self) -> None:
         """Start a new generation if the current one is full (call between groups of texts)."""
@@ -157,7 +161,7 @@ class CachedGPT2Encoder:
     def _add(self, fragments: set[str], transient: list[str]) -> None:
         """Put every fragment into the current generation; append to `transient` those to drop later."""
         cache, current = self.cache, self.cache.current
-        new = [f for f in fragments if not cache.promote(f)] if cache.previous else list(fragments)
+        new = list(cache.promote(fragments))
         if not new:
             return
         # A whitespace-only fragment is one pre-token. The others (optional whitespace char + non-space
@@ -171,8 +175,7 @@ class CachedGPT2Encoder:
         if "\n" in words and not any(f[0] == "\n" for f in texty):
             words.discard("\n")  # only the separator
         words.update(f for f in new if f[-1] in ws and f not in current)
-        if words and cache.previous:
-            words = {w for w in words if not cache.promote(w)}
+        words = cache.promote(words)
         limit = self.max_fragment_chars
         if words:
             table = _BYTE_TABLE

@@ -159,6 +159,8 @@ class LayerTokenLRScheduler:
         self.apply()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (e.g. while unpickling): avoid infinite recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 
@@ -170,7 +172,6 @@ class ActiveDataEfficiency:
         t = config.training
         self.seq_length = t.seq_length
         self.global_batch_size = t.global_batch_size
-        self.micro_batch_size = t.micro_batch_size
         self.data_parallel_size = t.data_parallel_size
         self.num_micro_batches = t.num_micro_batches
         self.lr = (config.optimizer.lr, config.optimizer.min_lr, config.schedule.lr_decay_style)

@@ -3,9 +3,10 @@ reproduce an uninterrupted run exactly, step for step (issue 3, "How it will be 
 
 Three kills-and-resumes of real subprocesses (fp32, dropout on, so the RNG states must be restored too):
 
-1. run B is killed DURING its second save: a wrapper stalls torch.save once the files of ``global_step8.tmp``
-   are written (a "slow disk"), and the test SIGKILLs B there. ``latest`` must still name ``global_step4``, which
-   must load with ``torch.load(weights_only=True)``.
+1. run B is killed DURING its second save: a wrapper stalls torch.save once it has written a file of the
+   iteration-8 checkpoint (a "slow disk"), and the test SIGKILLs B there. ``latest`` and
+   ``latest_checkpointed_iteration.txt`` must still name iteration 4, whose model states must load with
+   ``torch.load(weights_only=True)``; the next save must clear the leftover.
 2. B is resumed and SIGKILLed again between checkpoints (after iteration 10 is logged, i.e. after its save at 8).
 3. B is resumed once more and runs to the end.
 
@@ -36,14 +37,14 @@ FLAGS = dict(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=64,
              lr_warmup_iters=2, attention_dropout=0.1, hidden_dropout=0.1, eval_interval=6, eval_iters=2,
              save_interval=SAVE_INTERVAL, log_interval=1)
 
-# Runs a script like `python`, but torch.save stalls (after writing) inside the checkpoint dir $SLOW_SAVE_DIR.
+# Runs a script like `python`, but torch.save stalls after writing into a directory named $SLOW_SAVE_PREFIX*.
 SLOW_SAVE_WRAPPER = '''
 import os, runpy, sys, time
 import torch
 _real_save = torch.save
 def _slow_save(obj, f, *args, **kwargs):
     _real_save(obj, f, *args, **kwargs)
-    if os.path.basename(os.path.dirname(str(f))) == os.environ["SLOW_SAVE_DIR"]:
+    if os.path.basename(os.path.dirname(str(f))).startswith(os.environ["SLOW_SAVE_PREFIX"]):
         open(os.environ["SLOW_SAVE_MARKER"], "w").close()
         time.sleep(600)
 torch.save = _slow_save
@@ -111,11 +112,10 @@ def test_sigkilled_run_resumes_exactly(gpt_data_prefix: str, tmp_path: Path) -> 
         # A (uninterrupted) and B (stalls in its save at iteration 8) side by side
         a = Run(argv(tmp_path / "ckpt_a", tmp_path / "tb_a"), tmp_path / "a.log")
         b1 = Run(argv(ckpt, tmp_path / "tb_b1"), tmp_path / "b1.log", wrapper=wrapper,
-                 env={"SLOW_SAVE_DIR": "global_step8.tmp", "SLOW_SAVE_MARKER": str(marker)})
+                 env={"SLOW_SAVE_PREFIX": "global_step8", "SLOW_SAVE_MARKER": str(marker)})
         runs += [a, b1]
         b1.wait_for(marker.exists, "the save at iteration 8")
         b1.kill()  # SIGKILL in the middle of the save
-        assert (ckpt / "global_step8.tmp").is_dir() and not (ckpt / "global_step8").exists()
         assert (ckpt / "latest").read_text() == "global_step4"
         assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "4"
         states = sorted((ckpt / "global_step4").glob("*model_states.pt"))
@@ -133,7 +133,8 @@ def test_sigkilled_run_resumes_exactly(gpt_data_prefix: str, tmp_path: Path) -> 
         runs.append(b2)
         b2.wait_for(lambda: 10 in _log_lines(b2.text()), "iteration 10")
         b2.kill()
-        assert not (ckpt / "global_step8.tmp").exists()  # the leftover of the killed save was cleaned up
+        assert sorted(os.listdir(ckpt)) == ["global_step4", "global_step8", "latest",
+                                            "latest_checkpointed_iteration.txt"]  # leftover of the kill removed
         assert (ckpt / "latest").read_text() == "global_step8"
         assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "8"
         b2_lines = _log_lines(b2.text())

@@ -361,9 +361,10 @@ def cl_ltd_runs(analyzed, tmp_path_factory):
                    ltd=ltd_block(4, [1, 2], 8, SEQ, 6))
     common = dict(cl=True, ltd=True, num_layers=4, train_iters=8, attention_dropout=0.1, hidden_dropout=0.1,
                   eval_interval=3, eval_iters=2)
-    full = Run(argv_for(analyzed, js, save=tmp / "full", **common))
-    part = Run(argv_for(analyzed, js, save=tmp / "part", exit_interval=4, **common))
-    resumed = Run(argv_for(analyzed, js, load=tmp / "part", save=tmp / "part", **common))
+    full = Run(argv_for(analyzed, js, save=tmp / "full", tensorboard_dir=tmp / "tb_full", **common))
+    part = Run(argv_for(analyzed, js, save=tmp / "part", exit_interval=4, tensorboard_dir=tmp / "tb_part", **common))
+    resumed = Run(argv_for(analyzed, js, load=tmp / "part", save=tmp / "part", tensorboard_dir=tmp / "tb_resumed",
+                           **common))
     return {"full": full, "part": part, "resumed": resumed, "dir": tmp}
 
 
@@ -378,6 +379,9 @@ def test_resumed_cl_ltd_run_equals_uninterrupted(cl_ltd_runs):
     for key in ("consumed_train_tokens", "consumed_train_samples", "actual_seq_length"):
         assert getattr(resumed.result.state, key) == getattr(full.result.state, key), key
     assert resumed.result.state.counters == full.result.state.counters
+    tokens = {name: [step for step, _ in tensorboard(cl_ltd_runs["dir"] / f"tb_{name}")["lm loss vs tokens"]]
+              for name in ("full", "part", "resumed")}
+    assert tokens["part"] + tokens["resumed"] == tokens["full"] and len(tokens["full"]) == 8
     assert resumed.result.evaluations[-1] == full.result.evaluations[-1]
 
 

@@ -46,10 +46,9 @@ def reference_loss(save, samples: list[torch.Tensor], micro_batch: int) -> float
     from megatron.model import GPTModel
 
     states = torch.load(os.path.join(save, "global_step6", "mp_rank_00_model_states.pt"), weights_only=True)
-    a = states["args"]
+    a, vocab = states["args"], states["module"]["embedding.word_embeddings.weight"].shape[0]
     model = GPTModel(TransformerConfig(num_layers=a["num_layers"], hidden_size=a["hidden_size"],
-                                       num_attention_heads=a["num_attention_heads"],
-                                       padded_vocab_size=states["module"]["embedding.word_embeddings.weight"].shape[0],
+                                       num_attention_heads=a["num_attention_heads"], padded_vocab_size=vocab,
                                        seq_length=a["seq_length"], max_position_embeddings=a["max_position_embeddings"]))
     model.load_state_dict(states["module"])
     model.eval()
@@ -82,9 +81,9 @@ def test_full_split_and_other_data_path(fp32_run, gpt_data_prefix):
     from megatron.data.gpt_dataset import build_train_valid_test_datasets
 
     _, save = fp32_run
-    results = eval_gpt.run(["--load", str(save), "--data-path", gpt_data_prefix, "--split", "0,100,0",
+    results = eval_gpt.run(["--load", str(save), "--data-path", gpt_data_prefix, "--split", "0,3,97",
                             "--full-split", "--micro-batch-size", "8"])
-    _, valid, _ = build_train_valid_test_datasets([gpt_data_prefix], "mmap", "0,100,0", [1, 1, 0], 32, 1234)
+    _, valid, _ = build_train_valid_test_datasets([gpt_data_prefix], "mmap", "0,3,97", [1, 1, 0], 32, 1234)
     n = len(valid) // 8 * 8
     assert results["valid"]["samples"] == n and results["valid"]["micro_batches"] == n // 8
     expected = reference_loss(save, [torch.from_numpy(valid[i]["text"]) for i in range(n)], 8)

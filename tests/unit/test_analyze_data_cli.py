@@ -79,6 +79,31 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (message, err)
 
 
+def test_cli_checks_metrics_and_ids_before_building_the_dataset(tmp_path, capsys):
+    """Metric names, worker/thread ids and the total_vocab_freq input fail fast, before the dataset is read."""
+    missing = str(tmp_path / "no_such_corpus")  # building the dataset would fail with "index file not found"
+    save = str(tmp_path / "analysis")
+    cases = [
+        (gpt_argv("map", "vocab_rarty", missing, save), "--analyzing-metric 'vocab_rarty' is unknown"),
+        (gpt_argv("map", "total_vocab_freq", missing, save, "--analyzing-worker-id", "1"),
+         "--analyzing-worker-id must be in [0, 0]"),
+        (gpt_argv("map", "total_vocab_freq", missing, save, "--analyzing-num-threads", "2",
+                  "--analyzing-specific-threads", "2"), "--analyzing-specific-threads [2] must be distinct"),
+        (gpt_argv("map", "vocab_rarity", missing, save), "run the map and reduce stages for total_vocab_freq"),
+        (gpt_argv("map_reduce", "total_vocab_freq", missing, save, "--analyzing-num-workers", "2"),
+         "map_reduce runs one worker"),
+    ]
+    for argv, message in cases:
+        assert CLI.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (message, err)
+    # map_reduce of both metrics: vocab_rarity's input is made by the first stage, so only the data is missing
+    argv = gpt_argv("map_reduce", "vocab_rarity", missing, save)
+    argv.insert(argv.index("vocab_rarity") + 1, "total_vocab_freq")
+    assert CLI.main(argv) == 2
+    assert "no_such_corpus.idx: index file not found" in capsys.readouterr().err
+
+
 def test_cli_subprocess_reports_without_traceback(tmp_path):
     """Run as a script: a missing map output gives exit 2, `error: ...`, no traceback."""
     proc = subprocess.run([sys.executable, os.path.join(RECIPES, "analyze_data.py"),

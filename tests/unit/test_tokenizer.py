@@ -15,8 +15,8 @@ import pytest
 from megatron.tokenizer import TOKENIZERS, AbstractTokenizer, build_tokenizer, build_tokenizer_from_args
 from megatron.tokenizer.base import TokenizerError, vocab_size_with_padding
 from megatron.tokenizer.bert_wordpiece import ENGINE_DIVERGENT_CHARS, build_wordpiece_engine, read_vocab_txt
-from megatron.tokenizer.bpe_cache import (GPT2_ASCII_REGEX, GROUP_TEXTS, WHITESPACE_SCAN_LIMIT, fragment_pattern,
-                                          regex_whitespace)
+from megatron.tokenizer.bpe_cache import (GPT2_ASCII_REGEX, GROUP_TEXTS, WHITESPACE_SCAN_LIMIT, FragmentCache,
+                                          fragment_pattern, regex_whitespace)
 from megatron.tokenizer.gpt2_bpe import GPT2BPETokenizer, needs_reference
 from megatron.tokenizer.reference_bpe import GPT2_REGEX, ReferenceGPT2BPE, byte_alphabet, bytes_to_unicode
 from megatron.tokenizer.reference_wordpiece import ReferenceBertTokenizer
@@ -234,6 +234,20 @@ def test_gpt2_cache_is_bounded_and_exact():
     assert long_word not in tok.fragment_cache and " x" in tok.fragment_cache
     with pytest.raises(TokenizerError, match="cache_entries must be an integer >= 2, got 1"):
         GPT2BPETokenizer(GPT2_VOCAB, GPT2_MERGES, cache_entries=1)
+
+
+def test_fragment_cache_generations_and_promotion():
+    cache = FragmentCache(4)  # two generations of 2
+    cache.current.update({"a": b"1", "b": b"2", "c": b"3"})  # one group may overshoot
+    cache.trim()
+    assert cache.current == {} and cache.previous == {"a": b"1", "b": b"2"} and len(cache) == 2  # newest dropped
+    assert cache.promote({"a", "z"}) == {"z"}  # found in the previous generation: moved, not reported
+    assert cache.current == {"a": b"1"} and cache.previous == {"b": b"2"}
+    cache.trim()  # current not full yet: nothing moves
+    assert "b" in cache and len(cache) == 2
+    cache.current["d"] = b"4"
+    cache.trim()  # full: current becomes previous, the old previous ("b") is dropped
+    assert cache.previous == {"a": b"1", "d": b"4"} and "b" not in cache
 
 
 def test_gpt2_pickles_without_its_cache(corpus):
