@@ -16,6 +16,11 @@ from megatron.training.state import TrainState
 logger = logging.getLogger("megatron.training")
 
 
+def _fmt_field(value: float) -> str:
+    """Whole numbers (lengths, token counts) print as integers; anything else in short float form."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 @dataclass
 class StepRecord:
     """What one optimizer step reports to the logger."""
@@ -103,7 +108,7 @@ class TrainingLogger:
         if step.params_norm is not None:
             parts.append(f"params norm: {step.params_norm:.3f}")
         parts.append(f"actual seqlen: {state.actual_seq_length:5d}")
-        parts += [f"{key}: {value:g}" for key, value in step.extra.items()]
+        parts += [f"{key}: {_fmt_field(value)}" for key, value in step.extra.items()]
         parts.append(f"number of skipped iterations: {self._skipped:3d}")
         seconds = max(self._seconds, 1e-9)
         parts.append(f"tokens per second: {self._tokens / seconds:.1f}")
