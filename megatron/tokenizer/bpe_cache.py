@@ -30,7 +30,7 @@ from .reference_bpe import GPT2_REGEX, bytes_to_unicode
 
 # Typecode of an unsigned array of at least 4 bytes per item (ids are < 2**31, see read_vocab_json).
 ID_TYPECODE = "I" if array("I").itemsize >= 4 else "L"
-DEFAULT_MAX_ENTRIES = 1 << 18  # ~150 bytes each: at most ~40 MB
+DEFAULT_MAX_ENTRIES = 1 << 17  # ~150 bytes each: ~20 MB
 DEFAULT_MAX_FRAGMENT_CHARS = 128  # longer fragments/pre-tokens (CJK runs, base64, ...) are not kept
 # Texts are encoded in groups of at most this many texts / characters; the cache is trimmed in between.
 GROUP_TEXTS = 64
@@ -64,46 +64,30 @@ def fragment_pattern(whitespace: str | None = None) -> re.Pattern[str]:
 
 
 class FragmentCache:
-    """Bounded map fragment → packed ids, in two generations: a lookup that misses the current one but
-    hits the previous one promotes the entry; when the current one is full it becomes the previous one
-    (the old previous one is dropped). Holds at most `max_entries` between groups of texts."""
+    """Bounded map fragment → packed ids, emptied once it holds `max_entries` (checked between groups of
+    texts, so it never holds more than `max_entries` plus the new fragments of one group). Measured on
+    20 MB of code, clearing matched a two-generation LRU approximation in speed, with less code."""
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        if max_entries < 2:
-            raise ValueError(f"FragmentCache: max_entries must be >= 2, got {max_entries}")
+        if max_entries < 1:
+            raise ValueError(f"FragmentCache: max_entries must be >= 1, got {max_entries}")
         self.max_entries = max_entries
-        self.generation_size = max_entries // 2
-        self.current: dict[str, bytes] = {}
-        self.previous: dict[str, bytes] = {}
+        self.entries: dict[str, bytes] = {}
 
     def __len__(self) -> int:
-        return len(self.current) + len(self.previous)
+        return len(self.entries)
 
     def __contains__(self, fragment: str) -> bool:
-        return fragment in self.current or fragment in self.previous
-
-    def promote(self, fragments: set[str]) -> set[str]:
-        """Move those of `fragments` found in the previous generation into the current one; return the others."""
-        if not self.previous:
-            return fragments
-        absent = fragments.difference(self.previous)
-        if len(absent) < len(fragments):
-            previous, current = self.previous, self.current
-            for fragment in fragments.difference(absent):
-                current[fragment] = previous.pop(fragment)
-        return absent
+        return fragment in self.entries
 
     def trim(self) -> None:
-        """Start a new generation if the current one is full (call between groups of texts)."""
-        if len(self.current) < self.generation_size:
-            return
-        while len(self.current) > self.generation_size:
-            self.current.popitem()  # newest first: the just-added fragments are the least proven
-        self.previous, self.current = self.current, {}
+        """Empty the cache if it is full (call between groups of texts)."""
+        if len(self.entries) >= self.max_entries:
+            self.entries = {}
 
     def clear(self) -> None:
         """Drop every entry."""
-        self.current, self.previous = {}, {}
+        self.entries = {}
 
     def __getstate__(self) -> dict[str, int]:
         return {"max_entries": self.max_entries}  # a copy starts empty
@@ -140,61 +124,57 @@ class CachedGPT2Encoder:
         return out
 
     def _encode_group(self, texts: list[str]) -> list[list[int]]:
-        current = self.cache.current
+        entries = self.cache.entries
         per_text = list(map(self._split, texts))
-        missing = set(chain.from_iterable(per_text)).difference(current)
+        missing = set(chain.from_iterable(per_text)).difference(entries)
         transient: list[str] = []
         try:
             if missing:
                 self._add(missing, transient)
             out: list[list[int]] = []
-            get, join = current.__getitem__, b"".join
+            get, join = entries.__getitem__, b"".join
             for fragments in per_text:
                 ids = array(ID_TYPECODE)
                 ids.frombytes(join(map(get, fragments)))
                 out.append(ids.tolist())
         finally:
             for fragment in transient:  # too long to keep: only needed for this group
-                current.pop(fragment, None)
+                entries.pop(fragment, None)
         return out
 
     def _add(self, fragments: set[str], transient: list[str]) -> None:
-        """Put every fragment into the current generation; append to `transient` those to drop later."""
-        cache, current = self.cache, self.cache.current
-        new = list(cache.promote(fragments))
-        if not new:
-            return
+        """Put every (new) fragment into the cache; append to `transient` those to drop later."""
+        entries = self.cache.entries
         # A whitespace-only fragment is one pre-token. The others (optional whitespace char + non-space
         # run) are pre-tokenized in ONE regex call, joined by "\n": after a non-space character a "\n"
         # is a pre-token of its own and leaves the next fragment's pre-tokens unchanged.
         ws = self._whitespace
-        texty = [f for f in new if f[-1] not in ws]
+        texty = [f for f in fragments if f[-1] not in ws]
         joined = "\n".join(texty) + "\n"
         pieces = (GPT2_ASCII_REGEX if joined.isascii() else GPT2_REGEX).findall(joined)
-        words = set(pieces).difference(current)
+        words = set(pieces).difference(entries)
         if "\n" in words and not any(f[0] == "\n" for f in texty):
             words.discard("\n")  # only the separator
-        words.update(f for f in new if f[-1] in ws and f not in current)
-        words = cache.promote(words)
+        words.update(f for f in fragments if f[-1] in ws)
         limit = self.max_fragment_chars
         if words:
             table = _BYTE_TABLE
             ordered = list(words)
             mapped = [w.encode("utf-8").decode("latin-1").translate(table) for w in ordered]
             for word, ids in zip(ordered, self.bpe_words(mapped)):
-                current[word] = array(ID_TYPECODE, ids).tobytes()
+                entries[word] = array(ID_TYPECODE, ids).tobytes()
                 if len(word) > limit:
                     transient.append(word)
         # Regroup the pre-tokens by fragment: `after[offset]` is the index of the pre-token that starts
-        # at that offset of `joined`. A fragment now in `current` is one pre-token (stored above).
+        # at that offset of `joined`. A fragment now in `entries` is one pre-token (stored above).
         after = dict(zip(accumulate(map(len, pieces)), count(1)))
         after[0] = 0
-        join, get = b"".join, current.__getitem__
+        join, get = b"".join, entries.__getitem__
         start = 0
         for fragment in texty:
             end = start + len(fragment)
-            if fragment not in current:
-                current[fragment] = join(map(get, pieces[after[start]:after[end]]))
+            if fragment not in entries:
+                entries[fragment] = join(map(get, pieces[after[start]:after[end]]))
                 if end - start > limit:
                     transient.append(fragment)
             start = end + 1  # skip the separator

@@ -94,8 +94,8 @@ class GPT2BPETokenizer(AbstractTokenizer):
         self.merges = read_merges_txt(merge_file, self._vocab, vocab_file)
         self._inv_vocab = {i: t for t, i in self._vocab.items()}
         self._eod = self._vocab[EOD_TOKEN]
-        if not isinstance(cache_entries, int) or cache_entries < 2:
-            raise TokenizerError(f"GPT2BPETokenizer: cache_entries must be an integer >= 2, got {cache_entries!r}")
+        if not isinstance(cache_entries, int) or cache_entries < 1:
+            raise TokenizerError(f"GPT2BPETokenizer: cache_entries must be an integer >= 1, got {cache_entries!r}")
         self._engine = build_bpe_engine(self._vocab, self.merges)
         self._encoder = CachedGPT2Encoder(ModelBPEWords(self._engine.model), max_entries=cache_entries)
         self._reference: ReferenceGPT2BPE | None = None  # built on first use (rare texts only)
