@@ -5,9 +5,10 @@
 The bundled corpus is decompressed into a temp dir and repeated to ~``--target-mb`` MB of jsonl.  Then,
 each in a fresh subprocess, ``--repeats`` times (the median is reported; the VM is noisy):
 
-* ``raw engine, 1 thread``  -- HF ``tokenizers`` ``encode_batch_fast`` on the same texts (already parsed,
-  batches of 1024), ``TOKENIZERS_PARALLELISM=false``;
-* ``raw engine, default``  -- the same with the engine's default thread pool;
+* ``tokenizer alone (ceiling)`` -- ``GPT2BPETokenizer.tokenize_batch`` (the encoder preprocessing uses: exact
+  GPT-2 regex, fragment cache, HF BPE model for new words) on the same texts, already parsed, batches of 1024;
+* ``HF encode_batch_fast, 1 thread`` / ``default threads`` -- HF ``tokenizers``' full pipeline on the same
+  texts (the previous engine; ``TOKENIZERS_PARALLELISM=false`` / its own thread pool), for reference;
 * ``preprocess --workers 1`` / ``--workers 2`` -- the real CLI, single-threaded encoder process(es) (``--append-eod``), figures from its
   summary line (reading, JSON decoding, validation, tokenization, writing; interpreter start-up excluded).
 
@@ -51,19 +52,25 @@ def make_input(directory: str, target_mb: float) -> tuple[str, float]:
     return path, size / 1e6
 
 
-def raw_encode(path: str) -> tuple[float, float]:
-    """(MB/s, tokens/s) of the bare engine on the texts of ``path`` (run inside a child process)."""
+def raw_encode(path: str, mode: str) -> tuple[float, float]:
+    """(MB/s, tokens/s) of the bare encoder (``mode`` ours or hf) on the texts of ``path`` (in a child process)."""
     sys.path.insert(0, ROOT)
     from megatron.tokenizer import build_tokenizer
 
-    engine = build_tokenizer("GPT2BPETokenizer", vocab_file=VOCAB, merge_file=MERGES)._engine
+    tok = build_tokenizer("GPT2BPETokenizer", vocab_file=VOCAB, merge_file=MERGES)
+    if mode == "hf":
+        def encode(batch: list[str]) -> int:
+            return sum(len(e.ids) for e in tok._engine.encode_batch_fast(batch, add_special_tokens=False))
+    else:
+        def encode(batch: list[str]) -> int:
+            return sum(len(ids) for ids in tok.tokenize_batch(batch))
     with open(path, "rb") as f:
         raw = f.read()
     texts = [json.loads(line)["text"] for line in raw.splitlines()]
     start = time.perf_counter()
     tokens = 0
     for i in range(0, len(texts), 1024):
-        tokens += sum(len(e.ids) for e in engine.encode_batch_fast(texts[i:i + 1024], add_special_tokens=False))
+        tokens += encode(texts[i:i + 1024])
     seconds = time.perf_counter() - start
     return len(raw) / 1e6 / seconds, tokens / seconds
 
@@ -76,10 +83,10 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, floa
     return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def run_raw(path: str, parallel: bool) -> tuple[float, float, float]:
-    """Run raw_encode in a fresh interpreter with or without the engine's thread pool."""
+def run_raw(path: str, mode: str, parallel: bool = False) -> tuple[float, float, float]:
+    """Run raw_encode in a fresh interpreter with or without the HF engine's thread pool."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="true" if parallel else "false")
-    out, cpu = _timed([sys.executable, __file__, "--raw-child", path], env)
+    out, cpu = _timed([sys.executable, __file__, "--raw-child", path, "--raw-mode", mode], env)
     mbs, toks = out.split()
     return float(mbs), float(toks), cpu
 
@@ -104,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration (median reported)")
     ap.add_argument("--chunk-size", type=int, default=25, help="--chunk-size passed to preprocess_data.py")
     ap.add_argument("--raw-child", help=argparse.SUPPRESS)
+    ap.add_argument("--raw-mode", default="ours", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.raw_child:
-        mbs, toks = raw_encode(args.raw_child)
+        mbs, toks = raw_encode(args.raw_child, args.raw_mode)
         print(mbs, toks)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"input: {mb:.1f} MB jsonl (bundled corpus repeated), GPT-2 BPE, {os.cpu_count()} CPUs, "
               f"median of {args.repeats}")
         configs = {
-            "raw engine, 1 thread": lambda: run_raw(path, parallel=False),
-            "raw engine, default threads": lambda: run_raw(path, parallel=True),
+            "tokenizer alone (ceiling)": lambda: run_raw(path, "ours"),
+            "HF encode_batch_fast, 1 thr": lambda: run_raw(path, "hf", parallel=False),
+            "HF encode_batch_fast, threads": lambda: run_raw(path, "hf", parallel=True),
             "preprocess --workers 1": lambda: run_preprocess(path, tmp, 1, args.chunk_size),
             "preprocess --workers 2": lambda: run_preprocess(path, tmp, 2, args.chunk_size),
         }
@@ -124,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in configs.items():
             runs = [fn() for _ in range(args.repeats)]
             results[name] = tuple(statistics.median(r[k] for r in runs) for k in range(3))
-        single, default = results["raw engine, 1 thread"][0], results["raw engine, default threads"][0]
-        print(f"{'configuration':<30}{'MB/s':>8}{'tokens/s':>12}{'vs raw 1 thr':>14}{'vs raw default':>16}"
+        ceiling, hf = results["tokenizer alone (ceiling)"][0], results["HF encode_batch_fast, 1 thr"][0]
+        print(f"{'configuration':<32}{'MB/s':>8}{'tokens/s':>12}{'vs ceiling':>12}{'vs HF 1 thr':>13}"
               f"{'MB/cpu-s':>10}")
         for name, (mbs, toks, cpu) in results.items():
-            print(f"{name:<30}{mbs:>8.2f}{toks:>12,.0f}{mbs / single:>13.2f}x{mbs / default:>15.2f}x{mb / cpu:>10.2f}")
+            print(f"{name:<32}{mbs:>8.2f}{toks:>12,.0f}{mbs / ceiling:>11.2f}x{mbs / hf:>12.2f}x{mb / cpu:>10.2f}")
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
