@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import REPO, gpt_argv, subprocess_env
@@ -102,7 +101,9 @@ class Run:
 
 
 def test_sigkilled_run_resumes_exactly(gpt_data_prefix: str, tmp_path: Path) -> None:
-    argv = lambda save, tb: gpt_argv(gpt_data_prefix, **FLAGS, save=save, load=save, tensorboard_dir=tb)  # noqa: E731
+    def argv(save: Path, tb: Path) -> list[str]:
+        return gpt_argv(gpt_data_prefix, **FLAGS, save=save, load=save, tensorboard_dir=tb)
+
     ckpt = tmp_path / "ckpt"
     wrapper = tmp_path / "slow_save.py"
     wrapper.write_text(SLOW_SAVE_WRAPPER)
