@@ -352,7 +352,9 @@ def args_snapshot(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _schedule(args: argparse.Namespace, train_iters: int | None, train_samples: int, gbs: int) -> ScheduleConfig:
-    if train_iters is not None:
+    # The schedule's basis follows the flag the user gave (Megatron): --train-iters -> --lr-*-iters, otherwise
+    # (--train-samples, or only --train-tokens) -> --lr-*-samples. `train_iters` may be derived from samples.
+    if args.train_iters is not None and train_iters is not None:
         decay = (args.lr_decay_iters or train_iters) * gbs
         warmup = args.lr_warmup_iters * gbs
         wd_steps = train_iters * gbs

@@ -17,4 +17,7 @@ if [ ! -f "$STAMP" ]; then
 fi
 export PATH="$VENV/bin:$PATH"
 export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+# One JIT-extension cache per venv: DeepSpeed builds its CPU comm op on first use, and a cache shared with
+# other environments is rebuilt for each of them (and a build killed half-way leaves a lock that hangs runs).
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$VENV/torch_extensions}"
 PYTHON="$VENV/bin/python"

@@ -230,9 +230,21 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
                               "--load-tag) does not exist")
     finetune = ck.finetune
     _weights_only_model_states(engine)
-    path, client = engine.load_checkpoint(load_dir, tag=tag,
-                                          load_optimizer_states=not (ck.no_load_optim or finetune),
-                                          load_lr_scheduler_states=False, load_module_only=finetune)
+    try:
+        path, client = engine.load_checkpoint(load_dir, tag=tag,
+                                              load_optimizer_states=not (ck.no_load_optim or finetune),
+                                              load_lr_scheduler_states=False, load_module_only=finetune)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any engine failure here is reported as one line, with its type
+        # DeepSpeed raises RuntimeError/KeyError/AttributeError/ZeRORuntimeException when the checkpoint does not fit this run (model shape, precision, ZeRO stage
+        # or data-parallel size); say so in one line instead of a traceback from deep inside the engine.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"--load {load_dir}/{tag}: the checkpoint does not fit this run ({type(e).__name__}: {first[:300]}). "
+            "Model flags (--num-layers, --hidden-size, --num-attention-heads, --seq-length, vocab) must match the "
+            "checkpoint; if only precision, --zero-stage or the number of processes changed, add --no-load-optim"
+        ) from None
     if path is None or client is None:
         raise ConfigError(f"--load {load_dir}: DeepSpeed could not load checkpoint {tag}")
     if finetune:

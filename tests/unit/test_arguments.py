@@ -106,6 +106,15 @@ def test_train_tokens_only_and_sample_based_schedule(tmp_path):
     assert (cfg.schedule.lr_warmup_steps, cfg.schedule.lr_decay_steps) == (8, 64)
 
 
+def test_train_samples_schedule_uses_the_sample_flags(tmp_path):
+    args = parse_args(argv(make_data(tmp_path), "--train-samples", "48", "--lr-decay-samples", "96",
+                           "--lr-warmup-samples", "16", train_iters=None))
+    validate_args(args, 1)
+    cfg = build_configs(args, TOKENIZER, 1)
+    assert cfg.training.train_samples == 48
+    assert (cfg.schedule.lr_warmup_steps, cfg.schedule.lr_decay_steps, cfg.schedule.wd_incr_steps) == (16, 96, 48)
+
+
 def test_json_is_reconciled_and_data_efficiency_blocks_removed(tmp_path):
     js = write_json(tmp_path, {
         "train_batch_size": 8, "train_micro_batch_size_per_gpu": 2, "gradient_clipping": 0.7,

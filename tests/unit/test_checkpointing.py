@@ -201,3 +201,15 @@ def test_atomic_write_text_leaves_no_temp(tmp_path):
     checkpointing.atomic_write_text(str(target), "global_step1")
     checkpointing.atomic_write_text(str(target), "global_step2")
     assert target.read_text() == "global_step2" and os.listdir(tmp_path) == ["latest"]
+
+
+def test_checkpoint_of_another_model_shape_is_one_clear_error(tmp_path):
+    cfg = make_config(tmp_path)
+    engine, scheduler, de = build(cfg, 1)
+    state = TrainState()
+    train_steps(engine, scheduler, state, 1, data_seed=0)
+    save_checkpoint(engine, scheduler, state, de, cfg)
+    wider = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=64))
+    engine2, scheduler2, de2 = build(wider, 1)
+    with pytest.raises(ConfigError, match=r"does not fit this run .*--hidden-size"):
+        load_checkpoint(engine2, scheduler2, TrainState(), de2, wider)
