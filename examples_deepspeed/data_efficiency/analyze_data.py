@@ -47,7 +47,9 @@ def add_analyzer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--analyzing-metric", type=str, nargs="+", default=[], help="Metric name(s) to analyze.")
     g.add_argument("--analyzing-num-workers", type=int, default=1, help="Number of map workers (nodes).")
     g.add_argument("--analyzing-worker-id", type=int, default=0, help="This worker's id.")
-    g.add_argument("--analyzing-num-threads", type=int, default=1, help="Map processes per worker.")
+    g.add_argument("--analyzing-num-threads", type=int, default=1,
+                   help="Map threads per worker (GPT token-stream: threads, at most one per core; other data: "
+                        "processes).")
     g.add_argument("--analyzing-num-threads-reduce", type=int, default=1, help="Reduce threads (parallel sort).")
     g.add_argument("--analyzing-specific-threads", type=int, nargs="+", default=[],
                    help="Re-run only these map threads of this worker (e.g. after one was killed).")

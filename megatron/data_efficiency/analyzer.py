@@ -5,7 +5,10 @@ every metric is evaluated over batches of samples; a thread writes, per metric, 
 values and one of sample ids (single-value metrics) or one summed vector (accumulate metrics),
 then a completion marker (see :mod:`megatron.data_efficiency.analyzer_io`). Re-running one thread
 (``specific_threads``) rewrites only its files. Megatron GPT datasets take the fast token-stream
-path (:class:`~megatron.data_efficiency.analyzer_sources.GPTStreamSource`).
+path (:class:`~megatron.data_efficiency.analyzer_sources.GPTStreamSource`); its map threads run as
+Python threads (numpy releases the GIL in its loops, and nothing is forked or copied), at most one
+per CPU core. Other datasets (per-sample ``__getitem__``, Python-bound) run their threads as forked
+processes, like DeepSpeed.
 
 Reduce (once, after every map thread finished): checks every marker, scatters the values into
 sample-id order and writes, per single-value metric ``m`` (spec §2.6):
@@ -32,6 +35,7 @@ import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -53,7 +57,7 @@ from megatron.data_efficiency.analyzer_io import (
     write_index_file,
     write_json_atomic,
 )
-from megatron.data_efficiency.analyzer_sources import SampleSource, make_source
+from megatron.data_efficiency.analyzer_sources import GPTStreamSource, SampleSource, make_source
 from megatron.data_efficiency.metrics import (
     ACCUMULATE,
     SINGLE_VALUE,
@@ -238,7 +242,9 @@ def run_map(dataset: Any, metrics: Sequence[str | Metric], save_path: str, *, nu
               mininterval=0.5) as bar:
         if len(threads) == 1:
             map_thread(thread_id=threads[0], progress=bar.update, **kwargs)
-        else:
+        elif isinstance(source, GPTStreamSource):  # numpy releases the GIL in its loops: threads, no fork
+            _run_threaded(threads, kwargs, bar)
+        else:  # per-sample Python (dataset __getitem__) needs processes
             _run_forked(threads, kwargs, bar)
     return threads
 
@@ -276,13 +282,54 @@ def _run_forked(threads: list[int], kwargs: dict[str, Any], bar: tqdm) -> None:
     while not errors.empty():
         t, msg = errors.get()
         messages[t] = msg
-    failed = sorted(set(messages) | {t for t, p in procs.items() if p.exitcode != 0})
-    if failed:
-        w = kwargs["worker_id"]
-        details = "; ".join(f"thread {t}: {messages[t] if t in messages else f'exit code {procs[t].exitcode}'}"
-                            for t in failed)
-        raise AnalyzerError(f"map failed in worker {w} ({details}); fix the cause and "
-                            + _rerun_hint(w, failed[0]) + (f" (threads {failed})" if len(failed) > 1 else ""))
+    for t, p in procs.items():
+        if p.exitcode != 0 and t not in messages:
+            messages[t] = f"exit code {p.exitcode}"
+    _raise_failures(kwargs["worker_id"], messages)
+
+
+class _Stopped(Exception):
+    """Raised inside a map thread when the run was interrupted (it then writes no marker)."""
+
+
+def _run_threaded(threads: list[int], kwargs: dict[str, Any], bar: tqdm) -> None:
+    """Run the map threads as Python threads (at most one per CPU core); failures are reported together."""
+    lock, stop = threading.Lock(), threading.Event()
+
+    def progress(b: int) -> None:
+        if stop.is_set():  # an interrupt in the main thread: give up at the next batch
+            raise _Stopped()
+        with lock:
+            bar.update(b)
+
+    def one(t: int) -> tuple[int, str | None]:
+        try:
+            map_thread(thread_id=t, progress=progress, **kwargs)
+        except _Stopped:
+            return t, "interrupted"
+        except Exception as e:  # reported with the other threads' failures
+            return t, f"{type(e).__name__}: {e}"
+        return t, None
+
+    pool = ThreadPoolExecutor(max(1, min(len(threads), os.cpu_count() or 1)))
+    try:
+        results = list(pool.map(one, threads))
+    except BaseException:  # e.g. KeyboardInterrupt: stop the running threads, drop the queued ones
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    _raise_failures(kwargs["worker_id"], {t: msg for t, msg in results if msg is not None})
+
+
+def _raise_failures(worker_id: int, messages: dict[int, str]) -> None:
+    """One error naming every failed map thread and how to re-run it."""
+    if not messages:
+        return
+    failed = sorted(messages)
+    details = "; ".join(f"thread {t}: {messages[t]}" for t in failed)
+    raise AnalyzerError(f"map failed in worker {worker_id} ({details}); fix the cause and "
+                        + _rerun_hint(worker_id, failed[0]) + (f" (threads {failed})" if len(failed) > 1 else ""))
 
 
 def _collect_markers(save_path: str, metric: Metric, num_workers: int, num_threads: int,

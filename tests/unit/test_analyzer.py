@@ -17,7 +17,7 @@ from megatron.data_efficiency.analyzer import (
     run_reduce,
     stable_value_order,
 )
-from megatron.data_efficiency.analyzer_io import AnalyzerError, map_output_paths, read_index_rows
+from megatron.data_efficiency.analyzer_io import AnalyzerError, map_output_paths, read_index_rows, thread_range
 from megatron.data_efficiency.analyzer_sources import DatasetSource, GPTStreamSource, make_source
 from megatron.data_efficiency.metrics import ACCUMULATE, SINGLE_VALUE, register_metric
 
@@ -204,6 +204,31 @@ def test_gpt_vocab_metrics_equal_brute_force(gpt, tmp_path):
     assert output_bytes(fast, VOCAB_OUTPUTS) == output_bytes(slow, VOCAB_OUTPUTS)
 
 
+def test_gpt_fast_path_int32_tokens_and_windows_inside_one_document(tmp_path):
+    """int32 token files and batches that start and end inside one long document: fast path = brute force."""
+    rng = np.random.default_rng(11)
+    prefix = str(tmp_path / "long")
+    builder = MMapIndexedDatasetBuilder(prefix + ".bin", np.int32)
+    for n in (300_000, 5, 40_000):  # one document much longer than a fast-path batch (~128k tokens)
+        builder.add_item((rng.zipf(1.3, n) - 1) % 70_000)  # ids above the uint16 range
+        builder.end_document()
+    builder.finalize(prefix + ".idx")
+    gpt = gpt_train_set(prefix, str(tmp_path), seq_length=16, epochs=1)
+    source = make_source(gpt)
+    assert isinstance(source, GPTStreamSource) and source._tokens.dtype == np.int32
+    save = str(tmp_path / "out")
+    run_map_reduce(gpt, ["total_vocab_freq", "vocab_rarity"], save, num_threads=2, padded_vocab_size=70_000,
+                   show_progress=False)
+    samples = [gpt[i]["text"] for i in range(len(gpt))]
+    freq = np.zeros(70_001, dtype=np.int64)
+    for s in samples:
+        freq += np.bincount(s, minlength=70_001)
+    data, _ = read(save, "total_vocab_freq", "metric_value")
+    assert data.astype(np.int64).tolist() == freq.tolist()
+    nll = spec_nll(freq)
+    assert_index_files(save, "vocab_rarity", np.array([int(np.sum(nll[s])) for s in samples]))
+
+
 def test_bert_metrics_equal_brute_force(tmp_path):
     """seqlen, total_vocab_freq (mask-weighted), vocab_rarity, seqlen_vocab_rarity; ids from the 'index' field."""
     ds, seq_length = BertLike(300, 24, seed=3), 24
@@ -277,6 +302,41 @@ def test_failing_thread_names_itself(tmp_path, scratch_metrics):
     with pytest.raises(AnalyzerError, match=expected):
         run_map(ds, ["fragile"], str(tmp_path), num_threads=3, show_progress=False)
     assert [os.path.exists(map_output_paths(str(tmp_path), "fragile", 0, t)["marker"]) for t in range(3)] == \
+        [False, True, False]
+
+
+def test_gpt_stream_threads_run_in_process_and_failures_name_the_thread(gpt, tmp_path, scratch_metrics):
+    """GPT fast path: map threads are Python threads of this process (no fork); a failing one is named."""
+    pids = tmp_path / "pids.txt"
+
+    def record(tokens):
+        with open(pids, "a") as f:  # a file, so that calls made in a forked child would show up too
+            f.write(f"{os.getpid()}\n")
+        return tokens[:, 0].astype(np.int64)
+
+    scratch_metrics("first_token", record, SINGLE_VALUE)
+    save = str(tmp_path / "out")
+    run_map(gpt, ["first_token"], save, num_threads=3, show_progress=False)
+    assert set(pids.read_text().split()) == {str(os.getpid())}
+    run_reduce(save, ["first_token"], num_threads=3, show_progress=False)
+    assert_index_files(save, "first_token", np.array([gpt[i]["text"][0] for i in range(len(gpt))]))
+
+    # threads 0 and 2 fail on their first batch (recognised by its first row), thread 1 completes
+    source = make_source(gpt)
+    first_rows = [source._window(a, a + 1)[1][0].copy()
+                  for a, _ in (thread_range(len(gpt), 1, 0, 3, t) for t in range(3))]
+    assert not any(np.array_equal(first_rows[1], first_rows[t]) for t in (0, 2))
+
+    def failing(batch):
+        if any(np.array_equal(batch.tokens[0], first_rows[t]) for t in (0, 2)):
+            raise RuntimeError("bad batch")
+        return np.asarray(batch.tokens[:, 0], dtype=np.int64)
+
+    scratch_metrics("failing", failing, SINGLE_VALUE, takes_batch=True)
+    expected = r"thread 0: RuntimeError: bad batch; thread 2: RuntimeError: bad batch.*specific-threads 0 \(threads"
+    with pytest.raises(AnalyzerError, match=expected):
+        run_map(source, ["failing"], save, num_threads=3, show_progress=False)
+    assert [os.path.exists(map_output_paths(save, "failing", 0, t)["marker"]) for t in range(3)] == \
         [False, True, False]
 
 

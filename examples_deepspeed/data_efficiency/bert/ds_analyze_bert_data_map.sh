@@ -9,7 +9,7 @@ set -euo pipefail
 dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${dir}/../../.." && pwd)"
 
-## Resources: workers (nodes) and map threads (processes) per worker; set threads from the CPU cores.
+## Resources: workers (nodes) and map threads per worker (GPT: threads, at most one per core; BERT: processes).
 num_workers=${NUM_WORKERS:-1}
 num_threads=${NUM_THREADS:-40}
 worker_id=${1:-${WORKER_ID:-0}}
