@@ -9,8 +9,8 @@ per sentence, doc_idx marking documents).  The input is one JSON object per line
 every ``--json-keys`` key must hold a string.  A bad line stops the run with ``error: <file>:<line>:
 <what>`` and leaves no output (``--skip-bad-lines`` counts and skips such lines instead).  Blank lines
 and documents without tokens are skipped and counted.  ``--workers N`` runs N single-threaded encoder
-processes (with 1, encoding runs in this process; set TOKENIZERS_PARALLELISM=true to let the HF engine use
-its own threads as well).  Sentence
+processes (with 1, encoding runs in this process; set TOKENIZERS_PARALLELISM=true to let the HF engine of
+the BERT WordPiece tokenizer use its own threads as well).  Sentence
 splitting is rule-based (``megatron/data/sentence_splitter.py``; NLTK punkt data cannot be downloaded).
 """
 from __future__ import annotations
