@@ -93,6 +93,12 @@ class TrainingLogger:
         t, step = self.config.training, self._last
         assert step is not None
         total = t.train_iters if t.train_iters is not None else t.estimated_train_iters
+        if t.train_tokens is not None and step.tokens > 0 and state.consumed_train_tokens < t.train_tokens:
+            # Token budget: steps under curriculum/random-LTD count fewer tokens, so project from the last step.
+            left = math.ceil((t.train_tokens - state.consumed_train_tokens) / step.tokens)
+            total = min(total, state.iteration + left) if t.train_iters is not None else state.iteration + left
+        elif t.train_tokens is not None and t.train_iters is None:
+            total = max(total, state.iteration)
         ms = 1000.0 * self._seconds / max(1, self._count)
         parts = [f" iteration {state.iteration:8d}/{total:8d}",
                  f"consumed samples: {state.consumed_train_samples:12d}",
