@@ -1,8 +1,9 @@
 """The command line: Megatron-DeepSpeed's flag names, dests and defaults, plus validation.
 
-``parse_args`` only parses; ``validate_args`` turns every bad combination into ONE ``ConfigError``
-line naming the flag/file/key. ``megatron.config.build_configs`` then turns the namespace into typed
-dataclasses; nothing else reads the namespace.
+``parse_args`` only parses; ``validate_args`` turns every bad combination of flags into ONE ``ConfigError``
+line naming the flag. ``megatron.config.build_configs`` then reads the DeepSpeed JSON and turns the namespace
+into typed dataclasses (which check their own shape rules); nothing else reads the namespace. This module is
+the CLI: entry points use it, ``megatron.training`` never does.
 
 Flags that exist only for compatibility with Megatron-DeepSpeed recipes and cannot change results here
 (kernel-fusion switches, flash-attention, timers) are accepted and documented as no-ops in their help.
@@ -16,11 +17,8 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from megatron.config import ConfigError
 from megatron.tokenizer import TOKENIZERS
-from megatron.training import ds_config
 
 NO_OP = "accepted for Megatron-DeepSpeed compatibility; no effect here"
 
@@ -288,74 +286,6 @@ def apply_args_defaults(args: argparse.Namespace, defaults: dict[str, Any] | Non
 # Validation
 # ----------------------------------------------------------------------------------------------
 
-def data_prefixes(data_path: Sequence[str] | None) -> list[str]:
-    """The file prefixes inside --data-path (which may interleave blending weights: W1 P1 W2 P2 ...)."""
-    items = list(data_path or [])
-    if len(items) <= 1:
-        return items
-    if len(items) % 2:
-        raise ConfigError(f"--data-path: expected one prefix or WEIGHT PREFIX pairs, got {len(items)} values")
-    for weight in items[0::2]:
-        try:
-            if float(weight) < 0:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"--data-path: {weight!r} is not a non-negative blending weight "
-                              "(expected WEIGHT1 PREFIX1 WEIGHT2 PREFIX2 ...)") from None
-    return items[1::2]
-
-
-def _check_data_files(prefixes: Sequence[str]) -> None:
-    for prefix in prefixes:
-        for ext in (".bin", ".idx"):
-            path = prefix + ext
-            if not os.path.isfile(path):
-                raise ConfigError(f"--data-path {prefix}: {path} not found (give the prefix without .bin/.idx, "
-                                  "as written by tools/preprocess_data.py)")
-            if not os.access(path, os.R_OK):
-                raise ConfigError(f"--data-path {prefix}: {path} is not readable")
-
-
-def check_token_ids(prefixes: Sequence[str], padded_vocab_size: int,
-                    max_scan_bytes: int = 4 << 30) -> None:
-    """Raise ConfigError if any token id in the prefixes' .bin files is >= padded_vocab_size.
-
-    Files up to `max_scan_bytes` are scanned whole; larger ones are scanned in 64 MiB windows spread
-    over the file (a partial check, logged as such).
-    """
-    from tqdm import tqdm
-
-    chunk = 64 << 20
-    from megatron.data.indexed_dataset import MMapIndexedDataset
-
-    for prefix in prefixes:
-        dtype = np.dtype(MMapIndexedDataset(prefix).dtype)
-        if dtype.kind == "f":
-            raise ConfigError(f"--data-path {prefix}: token file holds floats ({dtype}), expected integer ids")
-        if dtype.kind == "u" and np.iinfo(dtype).max < padded_vocab_size:
-            continue  # no id of this dtype can reach the padded vocab size
-        size = os.path.getsize(prefix + ".bin")
-        if size == 0:
-            continue
-        data = np.memmap(prefix + ".bin", dtype=dtype, mode="r")
-        per = max(1, chunk // dtype.itemsize)
-        starts = list(range(0, len(data), per))
-        if size > max_scan_bytes:
-            keep = max(1, max_scan_bytes // chunk)
-            starts = [starts[int(i)] for i in np.linspace(0, len(starts) - 1, keep)]
-        bar = tqdm(starts, desc=f"checking token ids in {os.path.basename(prefix)}.bin", unit="chunk",
-                   disable=len(starts) < 8, leave=False)
-        for s in bar:
-            window = np.asarray(data[s:s + per])
-            top = int(window.max())
-            if top >= padded_vocab_size or (dtype.kind == "i" and int(window.min()) < 0):
-                bad = top if top >= padded_vocab_size else int(window.min())
-                raise ConfigError(
-                    f"--data-path {prefix}: token id {bad} is outside the padded vocabulary [0, {padded_vocab_size}) "
-                    "(was the data preprocessed with a different tokenizer than --vocab-file/--tokenizer-model?)")
-        del data
-
-
 def _require(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name, None) is None:
@@ -398,10 +328,6 @@ def _validate_budget(args: argparse.Namespace) -> None:
 
 def _validate_optimizer(args: argparse.Namespace) -> None:
     _require(args, "lr")
-    if args.lr < 0 or args.min_lr < 0:
-        raise ConfigError(f"--lr ({args.lr}) and --min-lr ({args.min_lr}) must be >= 0")
-    if args.min_lr > args.lr:
-        raise ConfigError(f"--min-lr {args.min_lr} is larger than --lr {args.lr}")
     if args.weight_decay_incr_style == "constant":
         if args.start_weight_decay is not None or args.end_weight_decay is not None:
             raise ConfigError("--start-weight-decay/--end-weight-decay need --weight-decay-incr-style linear|cosine")
@@ -427,26 +353,11 @@ def _validate_unsupported(args: argparse.Namespace) -> None:
         raise ConfigError(f"--checkpoint-num-layers {args.checkpoint_num_layers}: only 1 is supported")
 
 
-def _validate_data_efficiency(args: argparse.Namespace, ds_json: dict[str, Any] | None) -> None:
-    de = ds_config.data_efficiency_switches(ds_json)
-    json_name = args.deepspeed_config or "(no --deepspeed_config)"
-    pairs = (("--data-efficiency-curriculum-learning", args.data_efficiency_curriculum_learning,
-              "data_efficiency.data_sampling.curriculum_learning.enabled", de["curriculum_learning"]),
-             ("--random-ltd", args.random_ltd, "data_efficiency.data_routing.random_ltd.enabled", de["random_ltd"]))
-    for flag, on, key, json_on in pairs:
-        if on and not json_on:
-            raise ConfigError(f"{flag} needs --deepspeed_config with {key}: true (config: {json_name})")
-        if json_on and not on:
-            raise ConfigError(f"{args.deepspeed_config}: {key} is true but {flag} is not given (flag and JSON "
-                              "must agree)")
-        if on and not args.no_pipeline_parallel:
-            raise ConfigError(f"{flag} is not compatible with pipeline parallelism: add --no-pipeline-parallel")
+def validate_args(args: argparse.Namespace, world_size: int) -> None:
+    """Raise ConfigError (one line naming the flag) for any invalid combination of flags.
 
-
-def validate_args(args: argparse.Namespace, world_size: int, *, padded_vocab_size: int | None = None) -> None:
-    """Raise ConfigError (one line naming the flag/file/key) for any invalid combination of flags and JSON.
-
-    With `padded_vocab_size` the token ids in the data files are checked against it as well.
+    Only the flags are checked here. The DeepSpeed JSON and the typed shape rules are checked once, by
+    ``megatron.config.build_configs``; data files by the model family's ``validate_data``.
     """
     _validate_unsupported(args)
     _require(args, "num_layers", "hidden_size", "num_attention_heads", "seq_length")
@@ -455,37 +366,16 @@ def validate_args(args: argparse.Namespace, world_size: int, *, padded_vocab_siz
               "save_interval", "make_vocab_size_divisible_by", "tensorboard_log_interval",
               "tensorboard_queue_size")
     _positive(args, "eval_iters", "num_workers", allow_zero=True)
-    if args.hidden_size % args.num_attention_heads:
-        raise ConfigError(f"--hidden-size {args.hidden_size} is not divisible by --num-attention-heads "
-                          f"{args.num_attention_heads}")
-    rope = args.use_rotary_position_embeddings or args.position_embedding_type in ("rope", "rotary")
-    if not rope and args.max_position_embeddings is not None and args.max_position_embeddings < args.seq_length:
-        raise ConfigError(f"--max-position-embeddings {args.max_position_embeddings} is smaller than --seq-length "
-                          f"{args.seq_length}")
-    for name in ("attention_dropout", "hidden_dropout"):
-        if not 0.0 <= getattr(args, name) < 1.0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
     _validate_budget(args)
     _validate_optimizer(args)
     if world_size < 1:
         raise ConfigError(f"world size must be >= 1, got {world_size}")
     if args.fp16 and args.bf16:
         raise ConfigError("give only one of --fp16 and --bf16")
-    ds_json = ds_config.load_deepspeed_json(args.deepspeed_config)
-    settings = ds_config.resolve_engine_settings(
-        micro_batch_size=args.micro_batch_size, global_batch_size=args.global_batch_size, world_size=world_size,
-        bf16=args.bf16, fp16=args.fp16, zero_stage=args.zero_stage, clip_grad=args.clip_grad,
-        ds_json=ds_json, json_path=args.deepspeed_config)
-    if settings.precision == "fp16" and ds_config.accelerator_name() == "cpu":
-        raise ConfigError("--fp16 is not supported on CPU (DeepSpeed refuses it); use --bf16 or fp32")
-    ds_config.check_json_against_flags(ds_json, args.deepspeed_config, lr=args.lr, weight_decay=args.weight_decay,
-                                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps)
-    _validate_data_efficiency(args, ds_json)
-    if not args.data_path:
-        raise ConfigError("--data-path is required (the prefix written by tools/preprocess_data.py, e.g. "
-                          "my-corpus_text_document)")
-    prefixes = data_prefixes(args.data_path)
-    _check_data_files(prefixes)
+    for flag, on in (("--data-efficiency-curriculum-learning", args.data_efficiency_curriculum_learning),
+                     ("--random-ltd", args.random_ltd)):
+        if on and not args.no_pipeline_parallel:
+            raise ConfigError(f"{flag} is not compatible with pipeline parallelism: add --no-pipeline-parallel")
     for name in ("train_doc_idx_path", "train_sample_idx_path", "train_shuffle_idx_path", "train_idx_path",
                  "train_desc_path"):
         path = getattr(args, name, None)
@@ -493,5 +383,3 @@ def validate_args(args: argparse.Namespace, world_size: int, *, padded_vocab_siz
             raise ConfigError(f"--{name.replace('_', '-')} {path}: file not found")
     if args.load_tag is not None and args.load is None:
         raise ConfigError("--load-tag needs --load")
-    if padded_vocab_size is not None:
-        check_token_ids(prefixes, padded_vocab_size)

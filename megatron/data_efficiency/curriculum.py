@@ -3,7 +3,7 @@
 One object per run::
 
     settings = parse_deepspeed_config(ds_json, source=path)          # both JSON blocks, validated once
-    cl = CurriculumLearning(settings, model_type="gpt", seq_length=S, global_batch_size=G, micro_batch_size=b,
+    cl = CurriculumLearning(settings, layout=GPT_LAYOUT, seq_length=S, global_batch_size=G, micro_batch_size=b,
                             data_parallel_size=dp, use_sampler=args.data_efficiency_curriculum_learning)
     sampler = cl.build_sampler(len(train_ds), data_parallel_rank=r)  # DataLoader(train_ds, batch_sampler=sampler)
     per micro-batch:  batch = cl.post_process(batch, train_state)  # truncate/reshape with THIS batch's difficulties
@@ -17,10 +17,11 @@ Where the difficulties come from:
 * ``data_efficiency`` curriculum without a sampler (e.g. only ``seqlen_truncate``, single_cluster): the
   schedulers at step ``iteration + 1``.
 * legacy top-level ``curriculum_learning`` (curriculum_type seqlen): its scheduler at ``iteration + 1``, applied
-  as truncation (GPT: text[:, :cs+1]; BERT: first cs positions).
+  as truncation by the batch layout (GPT: text[:, :cs+1]; BERT: first cs positions).
 
-The post-process is the entry point's ``data_post_process(batch, sampler_state)`` hook when one is given (as in
-Megatron-DeepSpeed), else the built-in GPT/BERT one from :mod:`.seqlen`. With random-LTD, pass its facade
+The batch ``layout`` (a :class:`.seqlen.BatchLayout`, given by the model family) says how batches are cut; the
+post-process is the entry point's ``data_post_process(batch, sampler_state)`` hook when one is given (as in
+Megatron-DeepSpeed), else the layout's own. With random-LTD, pass its facade
 (anything with ``reserved_length``, ``num_layers``, ``num_ltd_layers``) so ``actual_seq_length`` applies the
 spec §3.6 correction; call ``actual_seq_length`` after the step's forward passes, before random-LTD's own step.
 """
@@ -36,7 +37,7 @@ from .cluster import MetricIndex
 from .config import DataEfficiencySettings, SEQLEN_METRICS
 from .sampler import CurriculumSampler
 from .scheduler import CurriculumScheduler
-from .seqlen import make_bert_data_post_process, make_gpt_data_post_process, post_process_bert, post_process_gpt
+from .seqlen import BatchLayout
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ __all__ = ["CurriculumLearning"]
 
 Batch = dict[str, torch.Tensor]
 DataPostProcess = Callable[[Batch, Mapping[str, Any]], Batch]
-MODEL_TYPES = ("gpt", "bert")
 
 
 def _iteration(state: Any) -> int:
@@ -58,17 +58,15 @@ def _iteration(state: Any) -> int:
 class CurriculumLearning:
     """Curriculum learning for one run: sampler + schedulers + post-process + token accounting + state."""
 
-    def __init__(self, settings: DataEfficiencySettings, *, model_type: str, seq_length: int,
+    def __init__(self, settings: DataEfficiencySettings, *, layout: BatchLayout, seq_length: int,
                  global_batch_size: int, micro_batch_size: int, data_parallel_size: int = 1,
                  use_sampler: bool = True, data_post_process: DataPostProcess | None = None,
                  random_ltd: Any = None, group: Any = None) -> None:
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"curriculum learning: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
         if global_batch_size % (micro_batch_size * data_parallel_size):
             raise ValueError(f"global batch {global_batch_size} is not a multiple of micro batch {micro_batch_size} "
                              f"× data-parallel size {data_parallel_size}")
         self.settings = settings
-        self.model_type = model_type
+        self.layout = layout
         self.seq_length = seq_length
         self.global_batch_size = global_batch_size
         self.micro_batch_size = micro_batch_size
@@ -95,9 +93,7 @@ class CurriculumLearning:
         if self.legacy_scheduler is not None:
             self.seqlen_mode = "truncate"
         self._user_hook = data_post_process
-        self.data_post_process = data_post_process or (
-            make_gpt_data_post_process(seq_length) if model_type == "gpt"
-            else make_bert_data_post_process(seq_length, group))
+        self.data_post_process = data_post_process or layout.make_post_process(seq_length, group)
         self.sampler: CurriculumSampler | None = None
         self._custom: dict[str, Callable[[int], int]] = {}
         self._pending_sampler_state: dict[str, Any] | None = None
@@ -168,10 +164,7 @@ class CurriculumLearning:
         if self.legacy_scheduler is not None:
             cs = self.legacy_scheduler.update_difficulty(_iteration(state) + 1)
             self.current_difficulties = {"seqlen": cs}
-            if self.model_type == "gpt":
-                batch, seqlen = post_process_gpt(batch, cs, self.seq_length, "truncate")
-            else:
-                batch, seqlen = post_process_bert(batch, self.seq_length, cs, self.group, round_to=1)
+            batch, seqlen = self.layout.truncate(batch, cs, self.seq_length, self.group)
             self.curriculum_seqlen, self.rows_per_microbatch = seqlen, None
             return batch
         if not self.de_active:  # no curriculum: only the entry point's own hook, with no difficulties
@@ -181,7 +174,7 @@ class CurriculumLearning:
         out = self.data_post_process(batch, {"current_difficulties": dict(difficulties), "curriculum_step": step})
         text = out.get("text") if isinstance(out, Mapping) else None
         if isinstance(text, torch.Tensor) and text.dim() >= 2:
-            self.curriculum_seqlen = int(text.shape[1]) - (1 if self.model_type == "gpt" else 0)
+            self.curriculum_seqlen = self.layout.model_seq_length(int(text.shape[1]))
             self.rows_per_microbatch = int(text.shape[0]) if self.seqlen_mode == "reshape" else None
         else:
             cs = difficulties.get(self.curriculum.seqlen_metric or "", self.seq_length)

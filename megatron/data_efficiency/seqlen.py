@@ -17,7 +17,8 @@ per-sample tensors without it (e.g. ``index`` [b, 1]) follow their sample into e
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 
@@ -33,6 +34,11 @@ __all__ = [
     "post_process_bert",
     "make_gpt_data_post_process",
     "make_bert_data_post_process",
+    "BatchLayout",
+    "GPTBatchLayout",
+    "BertBatchLayout",
+    "GPT_LAYOUT",
+    "BERT_LAYOUT",
 ]
 
 Batch = Mapping[str, Any]
@@ -185,3 +191,66 @@ def make_bert_data_post_process(seq_length: int, group: Any = None) -> Callable[
         return post_process_bert(batch, seq_length, None if cs is None else int(cs), group)[0]
 
     return data_post_process
+
+
+DataPostProcess = Callable[[Batch, Mapping[str, Any]], dict[str, Any]]
+
+
+class BatchLayout(Protocol):
+    """How a model family lays out its micro-batches, as far as the sequence-length curriculum is concerned.
+
+    A family spec hands one to the data-efficiency seam; the curriculum never asks which family it serves.
+    """
+
+    def make_post_process(self, seq_length: int, group: Any = None) -> DataPostProcess:
+        """The Megatron-style ``data_post_process(batch, sampler_state)`` cutting by the current difficulties."""
+        ...
+
+    def truncate(self, batch: Batch, curriculum_seqlen: int, seq_length: int, group: Any = None
+                 ) -> tuple[dict[str, Any], int]:
+        """Cut a micro-batch to ``curriculum_seqlen`` (the legacy seqlen curriculum); returns (batch, model seqlen)."""
+        ...
+
+    def model_seq_length(self, width: int) -> int:
+        """Sequence length the model reads from a ``text`` tensor ``width`` tokens wide."""
+        ...
+
+
+@dataclass(frozen=True)
+class GPTBatchLayout:
+    """GPT: ``text`` rows of S+1 tokens (inputs + shifted labels); truncate or reshape (spec §4)."""
+
+    def make_post_process(self, seq_length: int, group: Any = None) -> DataPostProcess:
+        """``make_gpt_data_post_process`` (seqlen_truncate / seqlen_reshape by metric key)."""
+        return make_gpt_data_post_process(seq_length)
+
+    def truncate(self, batch: Batch, curriculum_seqlen: int, seq_length: int, group: Any = None
+                 ) -> tuple[dict[str, Any], int]:
+        """text[:, :cs+1]."""
+        return post_process_gpt(batch, curriculum_seqlen, seq_length, "truncate")
+
+    def model_seq_length(self, width: int) -> int:
+        """One token of every row is only a label."""
+        return width - 1
+
+
+@dataclass(frozen=True)
+class BertBatchLayout:
+    """BERT: per-token tensors of S positions with a ``padding_mask``; truncate, else trim padding (spec §4)."""
+
+    def make_post_process(self, seq_length: int, group: Any = None) -> DataPostProcess:
+        """``make_bert_data_post_process`` (seqlen_truncate, else the DP-max non-pad length, x8)."""
+        return make_bert_data_post_process(seq_length, group)
+
+    def truncate(self, batch: Batch, curriculum_seqlen: int, seq_length: int, group: Any = None
+                 ) -> tuple[dict[str, Any], int]:
+        """The first cs positions (no rounding)."""
+        return post_process_bert(batch, seq_length, curriculum_seqlen, group, round_to=1)
+
+    def model_seq_length(self, width: int) -> int:
+        """Every position is an input."""
+        return width
+
+
+GPT_LAYOUT = GPTBatchLayout()
+BERT_LAYOUT = BertBatchLayout()

@@ -31,6 +31,8 @@ TRACKER_FILE = "latest_checkpointed_iteration.txt"
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old" + TMP_SUFFIX
 CHECKPOINT_VERSION = 3.0
+LEGACY_MODEL_FAMILY = "gpt"
+"""Family of checkpoints that predate the ``model_family`` key (only pretrain_gpt.py wrote them)."""
 
 
 def checkpoint_tag(iteration: int) -> str:
@@ -100,10 +102,11 @@ def remove_stale_temp_dirs(save_dir: str) -> list[str]:
 
 
 def client_state(state: TrainState, scheduler: Any, data_eff: DataEfficiency, config: RunConfig,
-                 rng_states: list[dict[str, Any]] | None) -> dict[str, Any]:
+                 rng_states: list[dict[str, Any]] | None, model_family: str) -> dict[str, Any]:
     """What we add to the engine's checkpoint: plain tensors/numbers/strings/lists/dicts only."""
     out: dict[str, Any] = {
         "checkpoint_version": CHECKPOINT_VERSION,
+        "model_family": model_family,
         "iteration": state.iteration,
         "train_state": state.state_dict(),
         "opt_param_scheduler": scheduler.state_dict(),
@@ -131,7 +134,7 @@ def _publish(save_dir: str, tmp_tag: str, tag: str, iteration: int) -> None:
 
 
 def save_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: DataEfficiency,
-                    config: RunConfig) -> str:
+                    config: RunConfig, *, model_family: str) -> str:
     """Save atomically into --save as global_step{iteration}; collective (every rank must call). Returns the path."""
     save_dir = config.checkpoint.save
     if not save_dir:
@@ -144,7 +147,8 @@ def save_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
             logger.info("removed leftover of an interrupted save: %s", path)
     _barrier()
     rng = None if config.checkpoint.no_save_rng else _gather_rng_states()
-    engine.save_checkpoint(save_dir, tag=tmp_tag, client_state=client_state(state, scheduler, data_eff, config, rng),
+    engine.save_checkpoint(save_dir, tag=tmp_tag, client_state=client_state(state, scheduler, data_eff, config, rng,
+                                                                           model_family),
                            save_latest=False)
     _barrier()
     if _rank() == 0:
@@ -206,9 +210,10 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: DataEfficiency,
-                    config: RunConfig) -> LoadedCheckpoint | None:
+                    config: RunConfig, *, model_family: str) -> LoadedCheckpoint | None:
     """Resume from --load (collective). Restores model, optimizer, scheduler, TrainState, data-efficiency state.
 
+    A checkpoint of another model family (``model_family`` in its client state) is refused unless --finetune.
     RNG states are returned, not applied, so that building data loaders afterwards cannot disturb them.
     Returns None when --load holds no checkpoint (fresh start) unless --exit-on-missing-checkpoint.
     """
@@ -247,6 +252,10 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
         ) from None
     if path is None or client is None:
         raise ConfigError(f"--load {load_dir}: DeepSpeed could not load checkpoint {tag}")
+    stored_family = client.get("model_family", LEGACY_MODEL_FAMILY)
+    if stored_family != model_family and not finetune:
+        raise ConfigError(f"--load {load_dir}/{tag}: a {stored_family} checkpoint cannot resume a {model_family} run "
+                          "(use --finetune to load the weights only)")
     if finetune:
         logger.info("loaded model weights from %s for finetuning (iteration reset to 0)", path)
         return LoadedCheckpoint(path=os.path.join(load_dir, tag), iteration=0, rng_state=None)

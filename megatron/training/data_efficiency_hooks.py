@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
 from megatron.config import ConfigError, RunConfig
+from megatron.data_efficiency.seqlen import BatchLayout
+from megatron.training.spec import Batch, DataPostProcess
 from megatron.training.state import TrainState
 
 logger = logging.getLogger("megatron.training")
 
-Batch = dict[str, torch.Tensor]
-DataPostProcess = Callable[[Batch, Mapping[str, Any]], Batch]
-"""Entry-point hook ``data_post_process(batch, sampler_state) -> batch``; sampler_state holds
-``current_difficulties`` ({metric: value}) as in DeepSpeed's data sampler state."""
-
-MODEL_TYPES = ("gpt", "bert")
 LAYER_TOKENS_COUNTER = "consumed_layer_tokens"
 
 
@@ -81,7 +77,7 @@ class DataEfficiency(Protocol):
 
 
 class NoDataEfficiency:
-    """Default: batches pass through the entry point's hook with no difficulties; tokens = samples x seq."""
+    """Default: batches pass through the family's post-process with no difficulties; tokens = samples x seq."""
 
     def __init__(self, seq_length: int, global_batch_size: int,
                  data_post_process: DataPostProcess | None = None) -> None:
@@ -102,7 +98,7 @@ class NoDataEfficiency:
         return None
 
     def post_process(self, batch: Batch, state: TrainState) -> Batch:
-        """Apply the entry point's hook with an empty difficulty state (identity for GPT)."""
+        """Apply the family's post-process with an empty difficulty state (identity for GPT)."""
         if self.data_post_process is None:
             return batch
         return self.data_post_process(batch, {"current_difficulties": {}})
@@ -297,61 +293,36 @@ class ActiveDataEfficiency:
         return fields
 
 
-def _deepspeed_blocks(config: RunConfig) -> dict[str, Any]:
-    """The raw data-efficiency blocks of the DeepSpeed JSON, shaped as the JSON itself."""
-    de = config.data_efficiency
-    blocks: dict[str, Any] = {}
-    if de.data_efficiency:
-        blocks["data_efficiency"] = de.data_efficiency
-    if de.legacy_curriculum_learning:
-        blocks["curriculum_learning"] = de.legacy_curriculum_learning
-    return blocks
+def build_data_efficiency(config: RunConfig, layout: BatchLayout, data_post_process: DataPostProcess | None = None,
+                          *, rank: int | None = None) -> DataEfficiency:
+    """The data-efficiency object for this run, from the switches and JSON blocks parsed in ``config``.
 
-
-def build_data_efficiency(config: RunConfig, data_post_process: DataPostProcess | None = None, *,
-                          model_type: str = "gpt", rank: int | None = None) -> DataEfficiency:
-    """The data-efficiency object for this run; a bad JSON block or flag/JSON mismatch raises ConfigError."""
+    ``layout`` is the model family's batch layout; ``data_post_process`` its optional hook (default: the
+    layout's own). Values the library rejects (e.g. random-LTD layer ids vs the model) raise ConfigError.
+    """
     de = config.data_efficiency
     t = config.training
+    post_process = data_post_process or layout.make_post_process(t.seq_length)
     if not de.any_enabled:
-        return NoDataEfficiency(t.seq_length, t.global_batch_size, data_post_process)
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"build_data_efficiency: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    from megatron.data_efficiency.config import parse_deepspeed_config
+        return NoDataEfficiency(t.seq_length, t.global_batch_size, post_process)
     from megatron.data_efficiency.curriculum import CurriculumLearning
     from megatron.data_efficiency.random_ltd import RandomLTD
 
-    source = config.args_snapshot.get("deepspeed_config") or "DeepSpeed config"
-    try:
-        settings = parse_deepspeed_config(_deepspeed_blocks(config), source, num_layers=config.model.num_layers,
-                                          seq_length=t.seq_length)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    cl_block = settings.data_efficiency.data_sampling.curriculum_learning
-    ltd_block = settings.data_efficiency.data_routing.random_ltd
-    if de.curriculum_learning != cl_block.enabled:
-        raise ConfigError(f"{source}: data_efficiency.data_sampling.curriculum_learning.enabled is "
-                          f"{str(cl_block.enabled).lower()} but --data-efficiency-curriculum-learning is "
-                          f"{'given' if de.curriculum_learning else 'not given'} (flag and JSON must agree)")
-    if de.random_ltd != ltd_block.enabled:
-        raise ConfigError(f"{source}: data_efficiency.data_routing.random_ltd.enabled is "
-                          f"{str(ltd_block.enabled).lower()} but --random-ltd is "
-                          f"{'given' if de.random_ltd else 'not given'} (flag and JSON must agree)")
+    settings = de.settings
     if rank is None:
-        from megatron.training.initialize import rank_from_env
-
-        rank = rank_from_env()
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     try:
         ltd = None
         if de.random_ltd:
-            ltd = RandomLTD.from_config(ltd_block, num_layers=config.model.num_layers, seq_length=t.seq_length,
-                                        seed=t.seed, rank=rank, source=source)
+            ltd = RandomLTD.from_config(settings.data_efficiency.data_routing.random_ltd,
+                                        num_layers=config.model.num_layers, seq_length=t.seq_length, seed=t.seed,
+                                        rank=rank, source=de.source)
         curriculum = None
-        if cl_block.enabled or settings.legacy_curriculum.enabled:
+        if settings.data_efficiency.data_sampling.curriculum_learning.enabled or settings.legacy_curriculum.enabled:
             curriculum = CurriculumLearning(
-                settings, model_type=model_type, seq_length=t.seq_length, global_batch_size=t.global_batch_size,
+                settings, layout=layout, seq_length=t.seq_length, global_batch_size=t.global_batch_size,
                 micro_batch_size=t.micro_batch_size, data_parallel_size=t.data_parallel_size,
                 use_sampler=de.curriculum_learning, data_post_process=data_post_process, random_ltd=ltd)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    return ActiveDataEfficiency(config, curriculum=curriculum, random_ltd=ltd, data_post_process=data_post_process)
+    return ActiveDataEfficiency(config, curriculum=curriculum, random_ltd=ltd, data_post_process=post_process)

@@ -10,15 +10,13 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from megatron.config import RunConfig
-from megatron.training.data_efficiency_hooks import Batch, DataEfficiency
+from megatron.training.data_efficiency_hooks import DataEfficiency
 from megatron.training.rng import fork_rng
+from megatron.training.spec import Batch, ForwardStep
 from megatron.training.state import TrainState
 from megatron.training.training_log import StepRecord, TrainingLogger, now
 
 logger = logging.getLogger("megatron.training")
-
-ForwardStep = Callable[[Batch, Any, RunConfig], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
-"""``forward_step(batch, model, config) -> (loss to backprop, {name: detached scalar to report})``."""
 
 
 class DataExhausted(RuntimeError):
@@ -119,28 +117,47 @@ def train_step(engine: Any, data_iterator: Iterator[Batch], forward_step: Forwar
     return StepOutput(_dp_average(sums, n_micro), grad_norm, skipped, batch)
 
 
-def evaluate(engine: Any, data_loader: Iterable[Batch] | None, forward_step: ForwardStep, config: RunConfig
-             ) -> dict[str, float]:
-    """Average metrics over the first --eval-iters global batches of `data_loader`; training RNG untouched."""
-    if data_loader is None or config.training.eval_iters == 0:
+def evaluate(model: Any, data_loader: Iterable[Batch] | None, forward_step: ForwardStep, config: RunConfig, *,
+             max_micro_batches: int | None = None, progress: str | None = None) -> dict[str, float]:
+    """Mean of each reported metric over the first micro-batches of `data_loader`; training RNG untouched.
+
+    ``model`` is the DeepSpeed engine during training or a plain module (``load_for_inference``). By default
+    the first --eval-iters global batches (eval_iters x micro-batches per step); ``max_micro_batches`` sets
+    another count (-1: every micro-batch of the loader). ``progress`` labels a tqdm bar.
+    The model's train/eval mode is restored afterwards; metrics are averaged over data-parallel ranks.
+    """
+    if data_loader is None or (config.training.eval_iters == 0 and max_micro_batches is None):
         return {}
+    if max_micro_batches is None:
+        max_micro_batches = config.training.eval_iters * config.training.num_micro_batches
+    total = len(data_loader) if max_micro_batches < 0 else max_micro_batches  # type: ignore[arg-type]
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    engine.eval()
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad(), fork_rng():
             data_iterator = iter(data_loader)  # creating a DataLoader iterator draws from torch's RNG
-            for _ in range(config.training.eval_iters * config.training.num_micro_batches):
+            bar = None
+            if progress is not None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, desc=progress, unit="batch", disable=total < 50, leave=False)
+            while count < total:
                 try:
                     batch = next(data_iterator)
                 except StopIteration:
                     break
-                _, metrics = forward_step(batch, engine, config)
+                _, metrics = forward_step(batch, model, config)
                 for key, value in metrics.items():
                     sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
                 count += 1
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
     finally:
-        engine.train()
+        model.train(was_training)
     return _dp_average(sums, count)
 
 

@@ -15,46 +15,9 @@ from typing import Any
 
 import torch
 
-from megatron.config import ConfigError
+from megatron.config import LR_DECAY_STYLES, WD_INCR_STYLES, LRSchedulerError, check_lr_schedule
 
 logger = logging.getLogger(__name__)
-
-LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root")
-WD_INCR_STYLES = ("constant", "linear", "cosine")
-
-
-class LRSchedulerError(ConfigError):
-    """Invalid schedule settings, or a checkpoint schedule that conflicts with the command line."""
-
-
-def get_schedule_steps(
-    *,
-    global_batch_size: int,
-    train_iters: int | None = None,
-    train_samples: int | None = None,
-    lr_decay_iters: int | None = None,
-    lr_decay_samples: int | None = None,
-    lr_warmup_iters: int = 0,
-    lr_warmup_samples: int = 0,
-    lr_warmup_fraction: float | None = None,
-) -> tuple[float, int, int]:
-    """Megatron's iteration/sample/fraction flags -> (lr_warmup_steps, lr_decay_steps, wd_incr_steps) in samples."""
-    if train_iters:
-        lr_decay_steps = (lr_decay_iters if lr_decay_iters is not None else train_iters) * global_batch_size
-        wd_incr_steps = train_iters * global_batch_size
-        step_warmup: float = lr_warmup_iters * global_batch_size
-    elif train_samples:
-        lr_decay_steps = lr_decay_samples if lr_decay_samples is not None else train_samples
-        wd_incr_steps = train_samples
-        step_warmup = lr_warmup_samples
-    else:
-        raise LRSchedulerError("one of --train-iters or --train-samples is needed to build the LR schedule")
-    if lr_warmup_fraction is not None:
-        if not 0.0 <= lr_warmup_fraction < 1.0:
-            raise LRSchedulerError(f"--lr-warmup-fraction must be in [0, 1), got {lr_warmup_fraction}")
-        return lr_warmup_fraction * lr_decay_steps, lr_decay_steps, wd_incr_steps
-    return step_warmup, lr_decay_steps, wd_incr_steps
-
 
 class OptimizerParamScheduler:
     """Sets lr and weight decay of every optimizer param group from samples/tokens consumed."""
@@ -99,57 +62,12 @@ class OptimizerParamScheduler:
         self.step(0)
 
     def _validate(self) -> None:
-        """Raise LRSchedulerError naming the flag for any inconsistent setting."""
-        if self.min_lr < 0.0:
-            raise LRSchedulerError(f"--min-lr must be >= 0, got {self.min_lr}")
-        if self.max_lr < self.min_lr:
-            raise LRSchedulerError(f"--lr {self.max_lr} must be >= --min-lr {self.min_lr}")
-        if self.lr_decay_style not in LR_DECAY_STYLES:
-            raise LRSchedulerError(
-                f"--lr-decay-style must be one of {', '.join(LR_DECAY_STYLES)}, got {self.lr_decay_style!r}"
-            )
-        if self.lr_warmup_steps < 0:
-            raise LRSchedulerError(
-                f"LR warmup (--lr-warmup-iters/-samples/-fraction) must be >= 0, got {self.lr_warmup_steps}"
-            )
-        if self.lr_decay_steps <= 0:
-            raise LRSchedulerError(
-                f"LR decay length (--lr-decay-iters/-samples) must be > 0, got {self.lr_decay_steps} samples"
-            )
-        if self.lr_decay_tokens is None and self.lr_warmup_steps >= self.lr_decay_steps:
-            raise LRSchedulerError(
-                f"LR warmup ({self.lr_warmup_steps} samples) must be shorter than "
-                f"LR decay ({self.lr_decay_steps} samples)"
-            )
-        if self.lr_warmup_tokens is not None and self.lr_warmup_tokens < 0:
-            raise LRSchedulerError(f"--lr-warmup-tokens must be >= 0, got {self.lr_warmup_tokens}")
-        if self.lr_decay_tokens is not None:
-            if self.lr_decay_tokens <= 0:
-                raise LRSchedulerError(f"--lr-decay-tokens must be > 0, got {self.lr_decay_tokens}")
-            if self.lr_warmup_tokens is not None and self.lr_warmup_tokens >= self.lr_decay_tokens:
-                raise LRSchedulerError(
-                    f"--lr-warmup-tokens {self.lr_warmup_tokens} must be smaller than "
-                    f"--lr-decay-tokens {self.lr_decay_tokens}"
-                )
-        if self.start_wd < 0.0 or self.end_wd < self.start_wd:
-            raise LRSchedulerError(
-                f"weight decay must satisfy 0 <= --start-weight-decay ({self.start_wd}) "
-                f"<= --end-weight-decay ({self.end_wd})"
-            )
-        if self.wd_incr_style not in WD_INCR_STYLES:
-            raise LRSchedulerError(
-                f"--weight-decay-incr-style must be one of {', '.join(WD_INCR_STYLES)}, got {self.wd_incr_style!r}"
-            )
-        if self.wd_incr_style == "constant" and self.start_wd != self.end_wd:
-            raise LRSchedulerError(
-                f"--weight-decay-incr-style constant needs --start-weight-decay ({self.start_wd}) == "
-                f"--end-weight-decay ({self.end_wd})"
-            )
-        if self.wd_incr_style != "constant" and not (self.wd_incr_steps and self.wd_incr_steps > 0):
-            raise LRSchedulerError(
-                f"--weight-decay-incr-style {self.wd_incr_style} needs a positive weight-decay increment length, "
-                f"got {self.wd_incr_steps}"
-            )
+        """Raise LRSchedulerError naming the flag for any inconsistent setting (``check_lr_schedule``)."""
+        check_lr_schedule(max_lr=self.max_lr, min_lr=self.min_lr, lr_warmup_steps=self.lr_warmup_steps,
+                          lr_decay_steps=self.lr_decay_steps, lr_decay_style=self.lr_decay_style,
+                          lr_warmup_tokens=self.lr_warmup_tokens, lr_decay_tokens=self.lr_decay_tokens,
+                          start_wd=self.start_wd, end_wd=self.end_wd, wd_incr_steps=self.wd_incr_steps,
+                          wd_incr_style=self.wd_incr_style)
 
     @property
     def effective_warmup_tokens(self) -> int | None:

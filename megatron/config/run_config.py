@@ -1,15 +1,15 @@
-"""Typed configuration dataclasses.
+"""Typed configuration dataclasses; each class checks its own shape rules in ``__post_init__``.
 
-They are built ONCE from the parsed command line (and the DeepSpeed JSON) by
-``megatron.config.build_configs`` (see ``megatron/arguments.py``); model, data and
-data-efficiency code receive these objects and never read global args.
+They are built ONCE from the parsed command line and the DeepSpeed JSON by ``megatron.config.build_configs``;
+model, data, data-efficiency and training code receive these objects and never read the parsed args.
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from megatron.data_efficiency.config import DataEfficiencySettings, parse_deepspeed_config
 
 
 class ConfigError(ValueError):
@@ -28,10 +28,8 @@ class TransformerConfig:
     """Attention heads; must divide ``hidden_size`` (``--num-attention-heads``)."""
     padded_vocab_size: int
     """Vocabulary size after padding to ``--make-vocab-size-divisible-by``; size of the embedding table."""
-    seq_length: int
-    """Training sequence length S (``--seq-length``)."""
     max_position_embeddings: int
-    """Rows of the learned position table; must be >= seq_length (``--max-position-embeddings``)."""
+    """Rows of the learned position table; the longest sequence the model reads (``--max-position-embeddings``)."""
     ffn_hidden_size: int | None = None
     """MLP inner width; None means 4 * hidden_size (``--ffn-hidden-size``)."""
     init_method_std: float = 0.02
@@ -51,17 +49,15 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"--hidden-size {self.hidden_size} must be divisible by --num-attention-heads {self.num_attention_heads}"
-            )
+            raise ConfigError(f"--hidden-size {self.hidden_size} is not divisible by --num-attention-heads "
+                              f"{self.num_attention_heads}")
         if self.position_embedding_type not in ("learned_absolute", "rope"):
-            raise ValueError(
+            raise ConfigError(
                 f"--position-embedding-type must be learned_absolute or rope, got {self.position_embedding_type!r}"
             )
-        if self.position_embedding_type == "learned_absolute" and self.max_position_embeddings < self.seq_length:
-            raise ValueError(
-                f"--max-position-embeddings {self.max_position_embeddings} is smaller than --seq-length {self.seq_length}"
-            )
+        for name in ("attention_dropout", "hidden_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
 
     @property
     def ffn_size(self) -> int:
@@ -84,8 +80,6 @@ class DataConfig:
     """Train/valid/test proportions (``--split``)."""
     data_impl: str
     """Indexed dataset implementation, ``mmap`` or ``infer`` (``--data-impl``)."""
-    seq_length: int
-    """Tokens per training sample (a sample holds seq_length + 1 ids)."""
     seed: int
     """Seed of the dataset shuffles (``--seed``)."""
     train_valid_test_num_samples: tuple[int, int, int]
@@ -148,9 +142,76 @@ class OptimizerConfig:
     """True when the DeepSpeed JSON names the optimizer; DeepSpeed then builds it."""
 
 
+LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root")
+WD_INCR_STYLES = ("constant", "linear", "cosine")
+
+
+class LRSchedulerError(ConfigError):
+    """Invalid schedule settings, or a checkpoint schedule that conflicts with the command line."""
+
+
+def check_lr_schedule(*, max_lr: float, min_lr: float, lr_warmup_steps: float, lr_decay_steps: int,
+                      lr_decay_style: str, lr_warmup_tokens: int | None = None, lr_decay_tokens: int | None = None,
+                      start_wd: float = 0.0, end_wd: float = 0.0, wd_incr_steps: int | None = None,
+                      wd_incr_style: str = "constant") -> None:
+    """Raise LRSchedulerError naming the flag for any inconsistent learning-rate / weight-decay schedule."""
+    if min_lr < 0.0:
+        raise LRSchedulerError(f"--min-lr must be >= 0, got {min_lr}")
+    if max_lr < 0.0:
+        raise LRSchedulerError(f"--lr must be >= 0, got {max_lr}")
+    if max_lr < min_lr:
+        raise LRSchedulerError(f"--min-lr {min_lr} is larger than --lr {max_lr}")
+    if lr_decay_style not in LR_DECAY_STYLES:
+        raise LRSchedulerError(
+            f"--lr-decay-style must be one of {', '.join(LR_DECAY_STYLES)}, got {lr_decay_style!r}"
+        )
+    if lr_warmup_steps < 0:
+        raise LRSchedulerError(
+            f"LR warmup (--lr-warmup-iters/-samples/-fraction) must be >= 0, got {lr_warmup_steps}"
+        )
+    if lr_decay_steps <= 0:
+        raise LRSchedulerError(
+            f"LR decay length (--lr-decay-iters/-samples) must be > 0, got {lr_decay_steps} samples"
+        )
+    if lr_decay_tokens is None and lr_warmup_steps >= lr_decay_steps:
+        raise LRSchedulerError(
+            f"LR warmup ({lr_warmup_steps} samples) must be shorter than "
+            f"LR decay ({lr_decay_steps} samples)"
+        )
+    if lr_warmup_tokens is not None and lr_warmup_tokens < 0:
+        raise LRSchedulerError(f"--lr-warmup-tokens must be >= 0, got {lr_warmup_tokens}")
+    if lr_decay_tokens is not None:
+        if lr_decay_tokens <= 0:
+            raise LRSchedulerError(f"--lr-decay-tokens must be > 0, got {lr_decay_tokens}")
+        if lr_warmup_tokens is not None and lr_warmup_tokens >= lr_decay_tokens:
+            raise LRSchedulerError(
+                f"--lr-warmup-tokens {lr_warmup_tokens} must be smaller than "
+                f"--lr-decay-tokens {lr_decay_tokens}"
+            )
+    if start_wd < 0.0 or end_wd < start_wd:
+        raise LRSchedulerError(
+            f"weight decay must satisfy 0 <= --start-weight-decay ({start_wd}) "
+            f"<= --end-weight-decay ({end_wd})"
+        )
+    if wd_incr_style not in WD_INCR_STYLES:
+        raise LRSchedulerError(
+            f"--weight-decay-incr-style must be one of {', '.join(WD_INCR_STYLES)}, got {wd_incr_style!r}"
+        )
+    if wd_incr_style == "constant" and start_wd != end_wd:
+        raise LRSchedulerError(
+            f"--weight-decay-incr-style constant needs --start-weight-decay ({start_wd}) == "
+            f"--end-weight-decay ({end_wd})"
+        )
+    if wd_incr_style != "constant" and not (wd_incr_steps and wd_incr_steps > 0):
+        raise LRSchedulerError(
+            f"--weight-decay-incr-style {wd_incr_style} needs a positive weight-decay increment length, "
+            f"got {wd_incr_steps}"
+        )
+
+
 @dataclass(frozen=True)
-class ScheduleConfig:
-    """Megatron's learning-rate / weight-decay schedule; "steps" count samples."""
+class LRScheduleConfig:
+    """Megatron's learning-rate / weight-decay schedule; "steps" count samples (checked by ``check_lr_schedule``)."""
 
     lr_decay_style: str
     """``constant``, ``linear``, ``cosine`` or ``inverse-square-root``."""
@@ -195,7 +256,7 @@ class TrainingConfig:
     train_tokens: int | None
     """Token budget; stops once consumed tokens reach it (``--train-tokens``)."""
     seq_length: int
-    """Training sequence length."""
+    """Training sequence length S (``--seq-length``): tokens a sample trains on (GPT samples hold S + 1 ids)."""
     seed: int
     """Base seed (``--seed``)."""
     precision: str = "fp32"
@@ -281,22 +342,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
-class DataEfficiencyConfig:
-    """Switches and raw JSON blocks for megatron/data_efficiency (which parses the blocks itself)."""
+class DataEfficiencyOptions:
+    """The two data-efficiency switches and the DeepSpeed JSON blocks they go with, parsed and checked once."""
 
     curriculum_learning: bool = False
-    """``--data-efficiency-curriculum-learning``."""
+    """``--data-efficiency-curriculum-learning`` (agrees with data_sampling.curriculum_learning.enabled)."""
     random_ltd: bool = False
-    """``--random-ltd``."""
-    data_efficiency: dict[str, Any] = field(default_factory=dict)
-    """The JSON's ``data_efficiency`` block, untouched."""
-    legacy_curriculum_learning: dict[str, Any] = field(default_factory=dict)
-    """The JSON's legacy top-level ``curriculum_learning`` block, untouched."""
+    """``--random-ltd`` (agrees with data_routing.random_ltd.enabled)."""
+    settings: DataEfficiencySettings = field(default_factory=lambda: parse_deepspeed_config({}))
+    """The JSON's ``data_efficiency`` and legacy ``curriculum_learning`` blocks, parsed (defaults when absent)."""
+    source: str = "DeepSpeed config"
+    """Where the blocks came from (the --deepspeed_config path), for messages."""
 
     @property
     def legacy_curriculum_enabled(self) -> bool:
         """True when the legacy top-level curriculum_learning block is enabled."""
-        return bool(self.legacy_curriculum_learning.get("enabled", False))
+        return self.settings.legacy_curriculum.enabled
 
     @property
     def any_enabled(self) -> bool:
@@ -314,7 +375,7 @@ class RunConfig:
     """Data files and batch shaping."""
     optimizer: OptimizerConfig
     """Optimizer settings."""
-    schedule: ScheduleConfig
+    schedule: LRScheduleConfig
     """Learning-rate / weight-decay schedule."""
     training: TrainingConfig
     """Batch geometry, run length, precision."""
@@ -322,8 +383,8 @@ class RunConfig:
     """Save/load settings."""
     logging: LoggingConfig
     """Log line and TensorBoard settings."""
-    data_efficiency: DataEfficiencyConfig
-    """Curriculum learning / random-LTD switches and raw blocks."""
+    data_efficiency: DataEfficiencyOptions
+    """Curriculum learning / random-LTD switches and their parsed JSON blocks."""
     deepspeed: dict[str, Any]
     """The dict for ``deepspeed.initialize`` (data-efficiency blocks removed, flags reconciled)."""
     args_snapshot: dict[str, Any] = field(default_factory=dict)
@@ -331,121 +392,8 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Values of flags added by the entry point's extra_args_provider (dest -> value)."""
 
-
-class _Tokenizer(Protocol):
-    padded_vocab_size: int
-
-
-def _json_able(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_json_able(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_able(v) for k, v in value.items()}
-    return str(value)
-
-
-def args_snapshot(args: argparse.Namespace) -> dict[str, Any]:
-    """A plain, JSON-able dict of the parsed flags (for checkpoints and logs)."""
-    return {k: _json_able(v) for k, v in sorted(vars(args).items())}
-
-
-def _schedule(args: argparse.Namespace, train_iters: int | None, train_samples: int, gbs: int) -> ScheduleConfig:
-    # The schedule's basis follows the flag the user gave (Megatron): --train-iters -> --lr-*-iters, otherwise
-    # (--train-samples, or only --train-tokens) -> --lr-*-samples. `train_iters` may be derived from samples.
-    if args.train_iters is not None and train_iters is not None:
-        decay = (args.lr_decay_iters or train_iters) * gbs
-        warmup = args.lr_warmup_iters * gbs
-        wd_steps = train_iters * gbs
-    else:
-        decay = args.lr_decay_samples or train_samples
-        warmup = args.lr_warmup_samples
-        wd_steps = train_samples
-    if args.lr_warmup_fraction is not None:
-        warmup = int(args.lr_warmup_fraction * decay)
-    if args.weight_decay_incr_style == "constant":
-        start_wd = end_wd = args.weight_decay
-    else:
-        start_wd, end_wd = args.start_weight_decay, args.end_weight_decay
-    return ScheduleConfig(
-        lr_decay_style=args.lr_decay_style, lr_warmup_steps=int(warmup), lr_decay_steps=int(decay),
-        lr_warmup_tokens=args.lr_warmup_tokens, lr_decay_tokens=args.lr_decay_tokens, start_wd=start_wd,
-        end_wd=end_wd, wd_incr_steps=int(wd_steps), wd_incr_style=args.weight_decay_incr_style,
-        use_checkpoint_opt_param_scheduler=args.use_checkpoint_opt_param_scheduler,
-        override_opt_param_scheduler=args.override_opt_param_scheduler)
-
-
-def build_configs(args: argparse.Namespace, tokenizer: _Tokenizer, world_size: int) -> RunConfig:
-    """Turn validated args (+ the DeepSpeed JSON and the tokenizer) into the typed RunConfig, once."""
-    from megatron.training import ds_config
-
-    ds_json = ds_config.load_deepspeed_json(args.deepspeed_config)
-    eng = ds_config.resolve_engine_settings(
-        micro_batch_size=args.micro_batch_size, global_batch_size=args.global_batch_size, world_size=world_size,
-        bf16=args.bf16, fp16=args.fp16, zero_stage=args.zero_stage, clip_grad=args.clip_grad, ds_json=ds_json,
-        json_path=args.deepspeed_config)
-    gbs, seq = eng.global_batch_size, args.seq_length
-    if args.train_iters is not None:
-        train_iters, train_samples = args.train_iters, args.train_iters * gbs
-    elif args.train_samples is not None:
-        train_iters, train_samples = args.train_samples // gbs, args.train_samples
-    elif args.train_tokens is not None:
-        train_iters, train_samples = None, math.ceil(math.ceil(args.train_tokens / seq) / gbs) * gbs
-    else:  # --skip-train without a budget
-        train_iters, train_samples = 0, 0
-    if train_iters == 0 and not args.skip_train:
-        raise ConfigError(f"--train-samples {args.train_samples} is smaller than one global batch ({gbs})")
-    rope = args.use_rotary_position_embeddings or args.position_embedding_type in ("rope", "rotary")
-    model = TransformerConfig(
-        num_layers=args.num_layers, hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
-        padded_vocab_size=int(tokenizer.padded_vocab_size), seq_length=seq,
-        max_position_embeddings=args.max_position_embeddings or seq, ffn_hidden_size=args.ffn_hidden_size,
-        init_method_std=args.init_method_std, attention_dropout=args.attention_dropout,
-        hidden_dropout=args.hidden_dropout, position_embedding_type="rope" if rope else "learned_absolute",
-        rotary_base=float(args.rope_theta), layernorm_epsilon=args.layernorm_epsilon,
-        checkpoint_activations=args.checkpoint_activations)
-    eval_samples = args.eval_iters * gbs
-    data = DataConfig(
-        data_path=tuple(args.data_path), split=args.split, data_impl=args.data_impl, seq_length=seq, seed=args.seed,
-        train_valid_test_num_samples=(train_samples, eval_samples, eval_samples),
-        eod_token=getattr(tokenizer, "eod", None), reset_position_ids=args.reset_position_ids,
-        reset_attention_mask=args.reset_attention_mask, eod_mask_loss=args.eod_mask_loss,
-        num_workers=args.num_workers, dataloader_type=args.dataloader_type or "single",
-        skip_warmup=not args.mmap_warmup, data_cache_path=args.data_cache_path,
-        train_data_exact_num_epochs=args.train_data_exact_num_epochs, return_data_index=args.return_data_index,
-        train_idx_path=args.train_idx_path, train_desc_path=args.train_desc_path,
-        train_doc_idx_path=args.train_doc_idx_path, train_sample_idx_path=args.train_sample_idx_path,
-        train_shuffle_idx_path=args.train_shuffle_idx_path)
-    optimizer = OptimizerConfig(
-        name=args.optimizer, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-        adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_eps=args.adam_eps,
-        sgd_momentum=args.sgd_momentum, clip_grad=eng.clip_grad,
-        from_deepspeed_json=bool(ds_json and "optimizer" in ds_json))
-    training = TrainingConfig(
-        micro_batch_size=eng.micro_batch_size, global_batch_size=gbs, num_micro_batches=eng.gradient_accumulation_steps,
-        data_parallel_size=eng.data_parallel_size, train_iters=train_iters, train_samples=train_samples,
-        train_tokens=args.train_tokens, seq_length=seq, seed=args.seed, precision=eng.precision,
-        zero_stage=eng.zero_stage, eval_interval=args.eval_interval, eval_iters=args.eval_iters,
-        exit_interval=args.exit_interval, exit_duration_in_mins=args.exit_duration_in_mins,
-        skip_train=args.skip_train, distributed_backend=args.distributed_backend,
-        distributed_timeout_minutes=args.distributed_timeout_minutes)
-    checkpoint = CheckpointConfig(
-        save=args.save, save_interval=args.save_interval, load=args.load, load_tag=args.load_tag,
-        no_save_rng=bool(args.no_save_rng), no_load_optim=bool(args.no_load_optim),
-        no_load_rng=bool(args.no_load_rng), finetune=args.finetune,
-        exit_on_missing_checkpoint=args.exit_on_missing_checkpoint)
-    logging_cfg = LoggingConfig(**{f: getattr(args, f) for f in LoggingConfig.__dataclass_fields__})
-    de_block, legacy_block = ds_config.data_efficiency_blocks(ds_json)
-    data_eff = DataEfficiencyConfig(
-        curriculum_learning=args.data_efficiency_curriculum_learning, random_ltd=args.random_ltd,
-        data_efficiency=de_block, legacy_curriculum_learning=legacy_block)
-    ds_dict = ds_config.build_deepspeed_dict(
-        eng, ds_json, fp16_loss_scale=args.loss_scale, fp16_initial_loss_scale=args.initial_loss_scale,
-        fp16_loss_scale_window=args.loss_scale_window, fp16_hysteresis=args.hysteresis,
-        fp16_min_loss_scale=args.min_loss_scale)
-    extra = {name: getattr(args, name) for name in getattr(args, "extra_arg_dests", [])}
-    return RunConfig(model=model, data=data, optimizer=optimizer, schedule=_schedule(args, train_iters, train_samples,
-                                                                                      gbs),
-                     training=training, checkpoint=checkpoint, logging=logging_cfg, data_efficiency=data_eff,
-                     deepspeed=ds_dict, args_snapshot=args_snapshot(args), extra=extra)
+    def __post_init__(self) -> None:
+        m, seq = self.model, self.training.seq_length
+        if m.position_embedding_type == "learned_absolute" and m.max_position_embeddings < seq:
+            raise ConfigError(f"--max-position-embeddings {m.max_position_embeddings} is smaller than --seq-length "
+                              f"{seq}")

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from megatron.config import ConfigError
+from megatron.config.run_config import ConfigError
 
 DATA_EFFICIENCY_KEYS = ("data_efficiency", "curriculum_learning")
 DEFAULT_CLIP_GRAD = 1.0
@@ -70,18 +70,6 @@ def load_deepspeed_json(path: str | None) -> dict[str, Any] | None:
 
 def _enabled(block: Any) -> bool:
     return isinstance(block, dict) and bool(block.get("enabled", False))
-
-
-def data_efficiency_switches(ds_json: dict[str, Any] | None) -> dict[str, bool]:
-    """Which data-efficiency features the JSON switches on: curriculum_learning, random_ltd, legacy_curriculum."""
-    de = (ds_json or {}).get("data_efficiency") or {}
-    sampling = de.get("data_sampling") or {}
-    routing = de.get("data_routing") or {}
-    return {
-        "curriculum_learning": _enabled(sampling.get("curriculum_learning")),
-        "random_ltd": _enabled(routing.get("random_ltd")),
-        "legacy_curriculum": _enabled((ds_json or {}).get("curriculum_learning")),
-    }
 
 
 def _agree(flag: str, flag_value: Any, key: str, json_value: Any, path: str | None) -> Any:
@@ -214,7 +202,6 @@ def build_deepspeed_dict(settings: EngineSettings, ds_json: dict[str, Any] | Non
     return cfg
 
 
-def data_efficiency_blocks(ds_json: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The raw `data_efficiency` and legacy `curriculum_learning` blocks (empty dicts when absent)."""
-    js = ds_json or {}
-    return copy.deepcopy(js.get("data_efficiency") or {}), copy.deepcopy(js.get("curriculum_learning") or {})
+def data_efficiency_blocks(ds_json: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON's `data_efficiency` and legacy `curriculum_learning` blocks (those present), shaped as the JSON."""
+    return {key: copy.deepcopy(value) for key, value in (ds_json or {}).items() if key in DATA_EFFICIENCY_KEYS}

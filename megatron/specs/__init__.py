@@ -1,0 +1,29 @@
+"""Model-family specs (``megatron.training.spec.ModelSpec``) by name: the families the entry points train.
+
+Checkpoints record their family's name, so ``megatron.inference.load_for_inference`` picks the same spec.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from megatron.training.spec import ModelSpec
+
+FAMILIES = {"gpt": "megatron.specs.gpt:GPT_SPEC"}
+"""Family name -> "module:attribute" of its spec (imported on first use)."""
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a model family; ValueError naming the known ones for an unknown name."""
+    import importlib
+
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    module, attr = FAMILIES[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def __getattr__(name: str):  # `from megatron.specs import GPT_SPEC`
+    if name == "GPT_SPEC":
+        return get_spec("gpt")
+    raise AttributeError(f"module 'megatron.specs' has no attribute {name!r}")
