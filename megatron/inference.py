@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 
 from megatron.config import ConfigError, RunConfig
-from megatron.training.checkpointing import LEGACY_MODEL_FAMILY, read_latest_tag
+from megatron.training.checkpointing import read_latest_tag
 from megatron.training.spec import ModelSpec
 
 NOT_TAKEN: dict[str, Any] = {
@@ -155,12 +155,12 @@ def load_for_inference(checkpoint_dir: str, overrides: Mapping[str, Any] | None 
     """
     from megatron.arguments import validate_args
     from megatron.config import build_configs
-    from megatron.specs import get_spec
+    from megatron.specs import LEGACY_FAMILY, get_spec
     from megatron.tokenizer import build_tokenizer_from_args
 
     tag, path = resolve_checkpoint(checkpoint_dir, tag)
     weights, client = load_model_states(checkpoint_dir, tag, path)
-    family = client.get("model_family", LEGACY_MODEL_FAMILY)
+    family = client.get("model_family", LEGACY_FAMILY)
     if spec is None:
         try:
             spec = get_spec(family)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from megatron.config.run_config import ConfigError
+from megatron.data_efficiency.config import strip_data_efficiency_blocks
 
 DATA_EFFICIENCY_KEYS = ("data_efficiency", "curriculum_learning")
 DEFAULT_CLIP_GRAD = 1.0
@@ -178,9 +179,7 @@ def build_deepspeed_dict(settings: EngineSettings, ds_json: dict[str, Any] | Non
                          fp16_loss_scale_window: float = 1000, fp16_hysteresis: int = 2,
                          fp16_min_loss_scale: float = 1.0, steps_per_print: int | None = None) -> dict[str, Any]:
     """The dict for ``deepspeed.initialize(config=...)``: the JSON (minus data-efficiency blocks) + resolved settings."""
-    cfg = copy.deepcopy(ds_json) if ds_json else {}
-    for key in DATA_EFFICIENCY_KEYS:
-        cfg.pop(key, None)
+    cfg = strip_data_efficiency_blocks(ds_json) if ds_json else {}
     cfg["train_batch_size"] = settings.global_batch_size
     cfg["train_micro_batch_size_per_gpu"] = settings.micro_batch_size
     cfg["gradient_accumulation_steps"] = settings.gradient_accumulation_steps

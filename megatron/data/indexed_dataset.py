@@ -573,10 +573,3 @@ def make_dataset(path_prefix: str, impl: str = "mmap", skip_warmup: bool = True)
     if impl != "mmap":
         raise ValueError(f"--dataset-impl {impl!r} is not supported: only 'mmap' (or 'infer')")
     return MMapIndexedDataset(path_prefix, skip_warmup=skip_warmup)
-
-
-def make_builder(out_file: str, impl: str = "mmap", vocab_size: int | None = None) -> MMapIndexedDatasetBuilder:
-    """Builder for ``out_file`` (.bin path) with the token dtype fitted to ``vocab_size``."""
-    if impl != "mmap":
-        raise ValueError(f"--dataset-impl {impl!r} is not supported: only 'mmap'")
-    return MMapIndexedDatasetBuilder(out_file, dtype=best_fitting_dtype(vocab_size))

@@ -67,11 +67,6 @@ def thread_range(num_samples: int, num_workers: int, worker_id: int, num_threads
     return split_index(ws, we, num_threads)[thread_id]
 
 
-def metric_dir(save_path: str, metric: str) -> str:
-    """``{save}/{metric}``."""
-    return os.path.join(save_path, metric)
-
-
 def thread_dir(save_path: str, metric: str, worker_id: int, thread_id: int) -> str:
     """``{save}/{metric}/worker{w}_thread{t}``: where one map thread writes its outputs."""
     return os.path.join(save_path, metric, f"worker{worker_id}_thread{thread_id}")

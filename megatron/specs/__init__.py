@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 FAMILIES = {"gpt": "megatron.specs.gpt:GPT_SPEC"}
 """Family name -> "module:attribute" of its spec (imported on first use)."""
+LEGACY_FAMILY = "gpt"
+"""Family of checkpoints written before ``model_family`` was recorded (only pretrain_gpt.py wrote them)."""
 
 
 def get_spec(name: str) -> ModelSpec:

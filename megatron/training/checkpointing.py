@@ -31,8 +31,6 @@ TRACKER_FILE = "latest_checkpointed_iteration.txt"
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old" + TMP_SUFFIX
 CHECKPOINT_VERSION = 3.0
-LEGACY_MODEL_FAMILY = "gpt"
-"""Family of checkpoints that predate the ``model_family`` key (only pretrain_gpt.py wrote them)."""
 
 
 def checkpoint_tag(iteration: int) -> str:
@@ -213,7 +211,8 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
                     config: RunConfig, *, model_family: str) -> LoadedCheckpoint | None:
     """Resume from --load (collective). Restores model, optimizer, scheduler, TrainState, data-efficiency state.
 
-    A checkpoint of another model family (``model_family`` in its client state) is refused unless --finetune.
+    A checkpoint of another model family (``model_family`` in its client state) is refused unless --finetune;
+    checkpoints written before the family was recorded are not checked (the engine refuses weights that do not fit).
     RNG states are returned, not applied, so that building data loaders afterwards cannot disturb them.
     Returns None when --load holds no checkpoint (fresh start) unless --exit-on-missing-checkpoint.
     """
@@ -252,8 +251,8 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
         ) from None
     if path is None or client is None:
         raise ConfigError(f"--load {load_dir}: DeepSpeed could not load checkpoint {tag}")
-    stored_family = client.get("model_family", LEGACY_MODEL_FAMILY)
-    if stored_family != model_family and not finetune:
+    stored_family = client.get("model_family")
+    if stored_family is not None and stored_family != model_family and not finetune:
         raise ConfigError(f"--load {load_dir}/{tag}: a {stored_family} checkpoint cannot resume a {model_family} run "
                           "(use --finetune to load the weights only)")
     if finetune:

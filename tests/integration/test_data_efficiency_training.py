@@ -5,6 +5,7 @@ Expected values are computed here from the spec formulas (§3.2 pacing, §3.6 ac
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -17,11 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MERGES, REPO, VOCAB, gpt_argv, subprocess_env
-
-_spec = importlib.util.spec_from_file_location("pretrain_gpt_de", REPO / "pretrain_gpt.py")
-pretrain_gpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pretrain_gpt)
+from conftest import MERGES, REPO, VOCAB, _load_tool, gpt_argv, subprocess_env
+from megatron.cli import pretrain_from_argv
+from megatron.specs import gpt
 
 SEQ, GBS, MBS = 32, 8, 4
 ANALYSIS_ARGS = ["--analyzing-data-type", "GPT", "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", str(VOCAB),
@@ -142,8 +141,6 @@ class Run:
     """pretrain_gpt in this process, recording every training micro-batch the model sees, and the model."""
 
     def __init__(self, argv: list[str]) -> None:
-        from megatron.training import pretrain
-
         self.batches: list[tuple[tuple[int, ...], dict, np.ndarray | None]] = []
         """(text shape, difficulties handed to the hook, sample ids) of every training micro-batch."""
         self.models: list = []
@@ -151,23 +148,27 @@ class Run:
 
         def hook(batch, sampler_state):
             difficulties.append(dict(sampler_state.get("current_difficulties", {})))
-            return pretrain_gpt.data_post_process(batch, sampler_state)
+            if not sampler_state.get("current_difficulties"):
+                return batch
+            # the GPT spec's own post-process (the one used when no hook is given), at the raw rows' length
+            seq_length = gpt.GPT_SPEC.batch_layout.model_seq_length(int(batch["text"].shape[1]))
+            return gpt.GPT_SPEC.batch_layout.make_post_process(seq_length)(batch, sampler_state)
 
         def forward_step(batch, model, config):
             if torch.is_grad_enabled():  # evaluation runs under no_grad: not a training micro-batch
                 index = batch["index"].numpy().ravel() if "index" in batch else None
                 seen = difficulties.pop(0) if difficulties else {}
                 self.batches.append((tuple(batch["text"].shape), seen, index))
-            return pretrain_gpt.forward_step(batch, model, config)
+            return gpt.forward_step(batch, model, config)
 
         def model_provider(config):
-            model = pretrain_gpt.model_provider(config)
+            model = gpt.model_provider(config)
             self.models.append(model)
             return model
 
-        self.result = pretrain(pretrain_gpt.train_valid_test_datasets_provider, model_provider, forward_step,
-                               args_defaults={"tokenizer_type": "GPT2BPETokenizer"}, data_post_process=hook,
-                               argv=argv)
+        spec = dataclasses.replace(gpt.GPT_SPEC, build_model=model_provider, forward_step=forward_step,
+                                   data_post_process=hook)
+        self.result = pretrain_from_argv(spec, argv)
 
     def per_step(self, n_micro: int) -> list[list[tuple[tuple[int, ...], dict, np.ndarray | None]]]:
         """Recorded micro-batches grouped by optimizer step."""
@@ -387,9 +388,7 @@ def test_resumed_cl_ltd_run_equals_uninterrupted(cl_ltd_runs):
 
 def test_ltd_checkpoint_evaluates_in_plain_model(cl_ltd_runs, tmp_path):
     """tools/eval_gpt.py loads the LTD-trained checkpoint into a plain GPTModel: same loss as in training."""
-    spec = importlib.util.spec_from_file_location("_eval_gpt", REPO / "tools" / "eval_gpt.py")
-    eval_gpt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_gpt)
+    eval_gpt = _load_tool("eval_gpt")
     out = tmp_path / "eval.json"
     results = eval_gpt.run(["--load", str(cl_ltd_runs["dir"] / "full"), "--results-path", str(out)])
     training_eval = cl_ltd_runs["full"].result.evaluations[-1][1]["lm loss"]

@@ -1,7 +1,6 @@
 """tools/eval_gpt.py: checkpoints written by pretrain_gpt.py, evaluated in a plain GPTModel (CPU, tiny)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -11,23 +10,16 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, _load_tool, subprocess_env
+from megatron.cli import pretrain_from_argv
+from megatron.specs.gpt import GPT_SPEC
 
-_spec = importlib.util.spec_from_file_location("pretrain_gpt_eval", REPO / "pretrain_gpt.py")
-pretrain_gpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pretrain_gpt)
-_spec = importlib.util.spec_from_file_location("_eval_gpt_tool", REPO / "tools" / "eval_gpt.py")
-eval_gpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eval_gpt)
+eval_gpt = _load_tool("eval_gpt")
 
 
 def train(argv: list[str]):
     """pretrain_gpt in this process; returns its TrainResult."""
-    from megatron.training import pretrain
-
-    return pretrain(pretrain_gpt.train_valid_test_datasets_provider, pretrain_gpt.model_provider,
-                    pretrain_gpt.forward_step, args_defaults={"tokenizer_type": "GPT2BPETokenizer"},
-                    data_post_process=pretrain_gpt.data_post_process, argv=argv)
+    return pretrain_from_argv(GPT_SPEC, argv)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def reference_loss(save, samples: list[torch.Tensor], micro_batch: int) -> float
     a, vocab = states["args"], states["module"]["embedding.word_embeddings.weight"].shape[0]
     model = GPTModel(TransformerConfig(num_layers=a["num_layers"], hidden_size=a["hidden_size"],
                                        num_attention_heads=a["num_attention_heads"], padded_vocab_size=vocab,
-                                       seq_length=a["seq_length"], max_position_embeddings=a["max_position_embeddings"]))
+                                       max_position_embeddings=a["max_position_embeddings"]))
     model.load_state_dict(states["module"])
     model.eval()
     losses = []
@@ -130,5 +122,6 @@ def test_bad_input_is_one_error_line(fp32_run, tmp_path, capsys):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "eval_gpt.py"), "--load", str(tmp_path / "bad")],
                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and "do not fit a GPT model" in errors[0], proc.stderr
+    assert proc.returncode == 2 and len(errors) == 1 and "do not fit a gpt model of the recorded shape" in errors[0], \
+        proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,7 +1,7 @@
 """Tiny end-to-end GPT runs through pretrain_gpt.py on the DeepSpeed engine (CPU, seeded)."""
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import math
 import os
 import subprocess
@@ -10,19 +10,13 @@ import sys
 import pytest
 
 from conftest import REPO, subprocess_env
-
-_spec = importlib.util.spec_from_file_location("pretrain_gpt_entry", REPO / "pretrain_gpt.py")
-pretrain_gpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pretrain_gpt)
+from megatron.cli import pretrain_from_argv
+from megatron.specs.gpt import GPT_SPEC
 
 
 def run(argv: list[str]):
     """Run pretrain in this process and return its TrainResult."""
-    from megatron.training import pretrain
-
-    return pretrain(pretrain_gpt.train_valid_test_datasets_provider, pretrain_gpt.model_provider,
-                    pretrain_gpt.forward_step, args_defaults={"tokenizer_type": "GPT2BPETokenizer"},
-                    data_post_process=pretrain_gpt.data_post_process, argv=argv)
+    return pretrain_from_argv(GPT_SPEC, argv)
 
 
 def test_loss_falls_and_tensorboard_written(make_argv, tmp_path):
@@ -158,17 +152,14 @@ def test_schedule_errors_are_usage_errors(make_argv):
 
 
 def test_data_post_process_hook_sees_every_training_micro_batch(make_argv):
-    from megatron.training import pretrain
-
     seen = []
 
     def hook(batch, sampler_state):
         seen.append((tuple(batch["text"].shape), dict(sampler_state)))
         return {"text": batch["text"].clone()}
 
-    result = pretrain(pretrain_gpt.train_valid_test_datasets_provider, pretrain_gpt.model_provider,
-                      pretrain_gpt.forward_step, args_defaults={"tokenizer_type": "GPT2BPETokenizer"},
-                      data_post_process=hook, argv=make_argv(train_iters=2, micro_batch_size=2, lr_warmup_iters=0))
+    result = pretrain_from_argv(dataclasses.replace(GPT_SPEC, data_post_process=hook),
+                                make_argv(train_iters=2, micro_batch_size=2, lr_warmup_iters=0))
     assert result.state.iteration == 2
     # 2 iterations x 4 micro-batches; evaluation batches do not go through the training hook
     assert seen == [((2, 33), {"current_difficulties": {}})] * 8

@@ -8,11 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from megatron.arguments import check_token_ids, data_prefixes, parse_args, validate_args
+from megatron.arguments import parse_args, validate_args
 from megatron.config import ConfigError, RunConfig, build_configs
 from megatron.data.indexed_dataset import MMapIndexedDatasetBuilder
+from megatron.data.validation import check_token_ids, data_prefixes
+from megatron.data_efficiency.config import DataEfficiencyConfig, parse_deepspeed_config
+from megatron.specs.gpt import validate_data
 
-TOKENIZER = SimpleNamespace(padded_vocab_size=128, eod=0)
+TOKENIZER = SimpleNamespace(padded_vocab_size=128, eod=0)  # the tokenizer as build_configs/validate_data read it
 
 
 def make_data(tmp_path: Path, max_id: int = 100, name: str = "toy") -> str:
@@ -38,9 +41,18 @@ def argv(prefix: str, *extra: str, **flags: object) -> list[str]:
     return out + list(extra)
 
 
-def error_of(args_list: list[str], world_size: int = 1, **kw: object) -> str:
+def check(args_list: list[str], world_size: int = 1, tokenizer: SimpleNamespace = TOKENIZER) -> RunConfig:
+    """The whole check path of megatron.cli.configure: flags, then the JSON and typed configs, then the data."""
+    args = parse_args(args_list)
+    validate_args(args, world_size)
+    config = build_configs(args, tokenizer, world_size)
+    validate_data(config, tokenizer)
+    return config
+
+
+def error_of(args_list: list[str], world_size: int = 1, tokenizer: SimpleNamespace = TOKENIZER) -> str:
     with pytest.raises(ConfigError) as info:
-        validate_args(parse_args(args_list), world_size, **kw)
+        check(args_list, world_size, tokenizer)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -129,7 +141,8 @@ def test_json_is_reconciled_and_data_efficiency_blocks_removed(tmp_path):
     assert cfg.optimizer.clip_grad == 0.7 and cfg.training.zero_stage == 1
     assert "data_efficiency" not in cfg.deepspeed and "curriculum_learning" not in cfg.deepspeed
     assert cfg.deepspeed["zero_optimization"] == {"stage": 1, "reduce_bucket_size": 1000}
-    assert cfg.data_efficiency.data_efficiency == {"enabled": True, "seed": 5}
+    assert cfg.data_efficiency.settings.data_efficiency == DataEfficiencyConfig(enabled=True, seed=5)
+    assert not cfg.data_efficiency.settings.legacy_curriculum.enabled and not cfg.data_efficiency.any_enabled
 
 
 @pytest.mark.parametrize("flags, json_data, expected", [
@@ -189,15 +202,16 @@ def test_missing_data_is_named(tmp_path):
 def test_blend_prefixes_are_each_checked(tmp_path):
     a, b = make_data(tmp_path, name="a"), make_data(tmp_path, name="b")
     assert data_prefixes(["0.3", a, "0.7", b]) == [a, b]
-    args = parse_args(argv(a)[:-2] + ["--data-path", "0.3", a, "0.7", str(tmp_path / "c")])
-    with pytest.raises(ConfigError, match="c.bin not found"):
-        validate_args(args, 1)
+    check(argv(a)[:-2] + ["--data-path", "0.3", a, "0.7", b])
+    message = error_of(argv(a)[:-2] + ["--data-path", "0.3", a, "0.7", str(tmp_path / "c")])
+    assert f"--data-path {tmp_path / 'c'}: {tmp_path / 'c'}.bin not found" in message
 
 
 def test_token_ids_beyond_padded_vocab(tmp_path):
     prefix = make_data(tmp_path, max_id=300)  # ids up to 299 > padded vocab 128
-    message = error_of(argv(prefix), 1, padded_vocab_size=128)
+    message = error_of(argv(prefix), 1)  # validate_data checks the ids against the tokenizer's padded vocab
     assert f"--data-path {prefix}: token id" in message and "outside the padded vocabulary [0, 128)" in message
+    check(argv(prefix), 1, SimpleNamespace(padded_vocab_size=384, eod=0))
     check_token_ids([prefix], 300)  # fits once the vocabulary is large enough
     check_token_ids([prefix], 70000)  # uint16 ids can never reach 70000: no scan needed
 
@@ -210,12 +224,13 @@ def test_data_efficiency_switches_must_match_json(tmp_path):
         argv(make_data(tmp_path), "--deepspeed_config", js))
     assert "add --no-pipeline-parallel" in error_of(
         argv(make_data(tmp_path), "--deepspeed_config", js, "--data-efficiency-curriculum-learning"))
-    args = parse_args(argv(make_data(tmp_path), "--deepspeed_config", js, "--data-efficiency-curriculum-learning",
-                           "--no-pipeline-parallel"))
-    validate_args(args, 1)
-    cfg = build_configs(args, TOKENIZER, 1)
+    cfg = check(argv(make_data(tmp_path), "--deepspeed_config", js, "--data-efficiency-curriculum-learning",
+                     "--no-pipeline-parallel"))
     assert cfg.data_efficiency.curriculum_learning and cfg.data_efficiency.any_enabled
-    assert cfg.data_efficiency.data_efficiency == cl_json["data_efficiency"]  # raw block kept for the library
+    # the blocks are parsed once, into the typed settings the library reads
+    assert cfg.data_efficiency.settings == parse_deepspeed_config(cl_json, js, num_layers=2, seq_length=16)
+    assert cfg.data_efficiency.settings.data_efficiency.data_sampling.curriculum_learning.enabled
+    assert cfg.data_efficiency.source == js
     assert "data_efficiency" not in cfg.deepspeed
 
 

@@ -16,7 +16,6 @@ def make_model(position: str = "learned_absolute", **kwargs: bool | int) -> Bert
         hidden_size=H,
         num_attention_heads=NH,
         padded_vocab_size=V,
-        seq_length=S,
         max_position_embeddings=S,
         hidden_dropout=0.0,
         attention_dropout=0.0,

@@ -11,6 +11,7 @@ import torch
 from megatron.arguments import parse_args
 from megatron.config import ConfigError, RunConfig, build_configs
 from megatron.model import GPTModel
+from megatron.specs.gpt import GPT_SPEC
 from megatron.training import checkpointing
 from megatron.training.checkpointing import load_checkpoint, save_checkpoint
 from megatron.training.data_efficiency_hooks import NoDataEfficiency
@@ -20,6 +21,7 @@ from megatron.training.rng import get_rng_state, set_rng_state
 from megatron.training.state import TrainState
 
 TOKENIZER = SimpleNamespace(padded_vocab_size=128, eod=0)
+FAMILY = GPT_SPEC.name  # "gpt": stored in the client state, checked on load
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,19 +69,20 @@ def test_layout_and_client_state_is_weights_only_safe(tmp_path):
     engine, scheduler, de = build(cfg, 1)
     state = TrainState()
     train_steps(engine, scheduler, state, 3, data_seed=0)
-    path = save_checkpoint(engine, scheduler, state, de, cfg)
+    path = save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
     ckpt = tmp_path / "ckpt"
     assert path == str(ckpt / "global_step3")
     assert (ckpt / "latest").read_text() == "global_step3"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "3"
     assert (ckpt / "global_step3" / "mp_rank_00_model_states.pt").is_file()
     assert not [p for p in os.listdir(ckpt) if p.endswith(".tmp")]
-    client = checkpointing.client_state(state, scheduler, de, cfg, [get_rng_state()])
+    client = checkpointing.client_state(state, scheduler, de, cfg, [get_rng_state()], FAMILY)
     torch.save(client, tmp_path / "client.pt")
     loaded = torch.load(tmp_path / "client.pt", weights_only=True)  # only plain types and tensors inside
     assert loaded["train_state"]["consumed_train_tokens"] == 192
     assert loaded["opt_param_scheduler"]["num_steps"] == 12
     assert loaded["args"]["lr"] == 1e-2
+    assert loaded["model_family"] == "gpt"
 
 
 @pytest.mark.parametrize("zero_stage", [0, 1])
@@ -89,7 +92,7 @@ def test_round_trip_is_exact(tmp_path, zero_stage, monkeypatch):
     state = TrainState()
     train_steps(engine, scheduler, state, 2, data_seed=0)
     rng_at_save = get_rng_state()
-    save_checkpoint(engine, scheduler, state, de, cfg)  # saved under global_step2.tmp, then renamed
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)  # under global_step2.tmp, then renamed
 
     engine2, scheduler2, de2 = build(cfg, 7)  # different init: everything must come from the checkpoint
     state2 = TrainState()
@@ -101,7 +104,7 @@ def test_round_trip_is_exact(tmp_path, zero_stage, monkeypatch):
         return real_load(path, *a, **k)
 
     monkeypatch.setattr(torch, "load", spy)
-    loaded = load_checkpoint(engine2, scheduler2, state2, de2, cfg)
+    loaded = load_checkpoint(engine2, scheduler2, state2, de2, cfg, model_family=FAMILY)
     monkeypatch.undo()
     assert ("mp_rank_00_model_states.pt", True) in calls  # weights + our client state: weights_only
     assert loaded is not None and loaded.iteration == 2 and loaded.rng_state is not None
@@ -122,7 +125,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     engine, scheduler, de = build(cfg, 1)
     state = TrainState()
     train_steps(engine, scheduler, state, 1, data_seed=0)
-    save_checkpoint(engine, scheduler, state, de, cfg)
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
     train_steps(engine, scheduler, state, 1, data_seed=1)
 
     def killed(*a, **k):
@@ -130,7 +133,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpointing, "_publish", killed)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(engine, scheduler, state, de, cfg)
+        save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
     ckpt = tmp_path / "ckpt"
     assert (ckpt / "latest").read_text() == "global_step1"
     assert (ckpt / "global_step2.tmp" / "mp_rank_00_model_states.pt").is_file()
@@ -138,8 +141,8 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     engine2, scheduler2, de2 = build(cfg, 3)
     state2 = TrainState()
-    assert load_checkpoint(engine2, scheduler2, state2, de2, cfg).iteration == 1
-    save_checkpoint(engine, scheduler, state, de, cfg)  # the next save cleans the leftover
+    assert load_checkpoint(engine2, scheduler2, state2, de2, cfg, model_family=FAMILY).iteration == 1
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)  # the next save cleans the leftover
     assert not (ckpt / "global_step2.tmp").exists() and (ckpt / "latest").read_text() == "global_step2"
 
 
@@ -147,12 +150,12 @@ def test_resaving_an_iteration_replaces_it(tmp_path):
     cfg = make_config(tmp_path)
     engine, scheduler, de = build(cfg, 1)
     state = TrainState(iteration=4)
-    save_checkpoint(engine, scheduler, state, de, cfg)
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
     state.consumed_train_tokens = 999
-    save_checkpoint(engine, scheduler, state, de, cfg)
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
     engine2, scheduler2, de2 = build(cfg, 2)
     state2 = TrainState()
-    load_checkpoint(engine2, scheduler2, state2, de2, cfg)
+    load_checkpoint(engine2, scheduler2, state2, de2, cfg, model_family=FAMILY)
     assert state2.consumed_train_tokens == 999
     assert [p for p in sorted(os.listdir(tmp_path / "ckpt")) if p.startswith("global_step")] == ["global_step4"]
 
@@ -160,18 +163,18 @@ def test_resaving_an_iteration_replaces_it(tmp_path):
 def test_missing_checkpoints(tmp_path):
     cfg = make_config(tmp_path)
     engine, scheduler, de = build(cfg, 1)
-    assert load_checkpoint(engine, scheduler, TrainState(), de, cfg) is None  # fresh start
+    assert load_checkpoint(engine, scheduler, TrainState(), de, cfg, model_family=FAMILY) is None  # fresh start
     strict = make_config(tmp_path, exit_on_missing_checkpoint=True)
     with pytest.raises(ConfigError, match="no checkpoint found"):
-        load_checkpoint(engine, scheduler, TrainState(), de, strict)
+        load_checkpoint(engine, scheduler, TrainState(), de, strict, model_family=FAMILY)
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "latest").write_text("global_step9")
     with pytest.raises(ConfigError, match="checkpoint directory global_step9 .* does not exist"):
-        load_checkpoint(engine, scheduler, TrainState(), de, cfg)
+        load_checkpoint(engine, scheduler, TrainState(), de, cfg, model_family=FAMILY)
     (tmp_path / "ckpt" / "latest").unlink()
     (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("release")
     with pytest.raises(ConfigError, match="expected an iteration number"):
-        load_checkpoint(engine, scheduler, TrainState(), de, cfg)
+        load_checkpoint(engine, scheduler, TrainState(), de, cfg, model_family=FAMILY)
 
 
 def test_finetune_and_no_load_flags(tmp_path):
@@ -179,20 +182,20 @@ def test_finetune_and_no_load_flags(tmp_path):
     engine, scheduler, de = build(cfg, 1)
     state = TrainState()
     train_steps(engine, scheduler, state, 2, data_seed=0)
-    save_checkpoint(engine, scheduler, state, de, cfg)
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
 
     engine2, scheduler2, de2 = build(cfg, 5)
     fresh_opt_state = len(engine2.optimizer.state)
     state2 = TrainState()
     loaded = load_checkpoint(engine2, scheduler2, state2, de2,
-                             make_config(tmp_path, finetune=True))
+                             make_config(tmp_path, finetune=True), model_family=FAMILY)
     assert loaded.iteration == 0 and state2 == TrainState() and loaded.rng_state is None
     assert all(torch.equal(a, b) for a, b in zip(params(engine), params(engine2)))
     assert len(engine2.optimizer.state) == fresh_opt_state == 0  # optimizer not restored
 
     engine3, scheduler3, de3 = build(cfg, 5)
     loaded = load_checkpoint(engine3, scheduler3, TrainState(), de3,
-                             make_config(tmp_path, no_load_optim=True, no_load_rng=True))
+                             make_config(tmp_path, no_load_optim=True, no_load_rng=True), model_family=FAMILY)
     assert loaded.iteration == 2 and loaded.rng_state is None and len(engine3.optimizer.state) == 0
 
 
@@ -208,8 +211,24 @@ def test_checkpoint_of_another_model_shape_is_one_clear_error(tmp_path):
     engine, scheduler, de = build(cfg, 1)
     state = TrainState()
     train_steps(engine, scheduler, state, 1, data_seed=0)
-    save_checkpoint(engine, scheduler, state, de, cfg)
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
     wider = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=64))
     engine2, scheduler2, de2 = build(wider, 1)
     with pytest.raises(ConfigError, match=r"does not fit this run .*--hidden-size"):
-        load_checkpoint(engine2, scheduler2, TrainState(), de2, wider)
+        load_checkpoint(engine2, scheduler2, TrainState(), de2, wider, model_family=FAMILY)
+
+
+def test_checkpoint_of_another_model_family_resumes_only_with_finetune(tmp_path):
+    cfg = make_config(tmp_path)
+    engine, scheduler, de = build(cfg, 1)
+    state = TrainState()
+    train_steps(engine, scheduler, state, 1, data_seed=0)
+    save_checkpoint(engine, scheduler, state, de, cfg, model_family=FAMILY)
+    engine2, scheduler2, de2 = build(cfg, 2)
+    with pytest.raises(ConfigError, match=r"global_step1: a gpt checkpoint cannot resume a other-family run "
+                                          r"\(use --finetune"):
+        load_checkpoint(engine2, scheduler2, TrainState(), de2, cfg, model_family="other-family")
+    loaded = load_checkpoint(engine2, scheduler2, TrainState(), de2, make_config(tmp_path, finetune=True),
+                             model_family="other-family")
+    assert loaded.iteration == 0
+    assert all(torch.equal(a, b) for a, b in zip(params(engine), params(engine2)))

@@ -32,7 +32,6 @@ def make_config(position: str = "learned_absolute", **overrides: object) -> Tran
         hidden_size=H,
         num_attention_heads=NH,
         padded_vocab_size=V,
-        seq_length=S,
         max_position_embeddings=S,
         hidden_dropout=0.0,
         attention_dropout=0.0,

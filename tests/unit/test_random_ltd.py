@@ -31,7 +31,7 @@ B, S, H = 3, 16, 32
 def model_config(position: str = "learned_absolute", layers: int = 4, dropout: float = 0.0, **kw) -> TransformerConfig:
     """A tiny transformer config (large init so attention visibly matters)."""
     return TransformerConfig(
-        num_layers=layers, hidden_size=H, num_attention_heads=4, padded_vocab_size=64, seq_length=S,
+        num_layers=layers, hidden_size=H, num_attention_heads=4, padded_vocab_size=64,
         max_position_embeddings=S, position_embedding_type=position, hidden_dropout=dropout,
         attention_dropout=dropout, init_method_std=0.3, **kw,
     )

@@ -114,7 +114,7 @@ def test_cl_plus_random_ltd_tiny_run_accounting_matches_what_layers_process():
     torch.manual_seed(0)
     layers, seq, batch = 4, 16, 2
     config = TransformerConfig(num_layers=layers, hidden_size=16, num_attention_heads=2, padded_vocab_size=32,
-                               seq_length=seq, max_position_embeddings=seq)
+                               max_position_embeddings=seq)
     model = GPTModel(config)
     ltd = RandomLTD(parse_random_ltd_config(block(min_value=4, max_value=16, require_steps=6, step=2)), seed=1)
     ltd.convert(model, TransformerLayer)

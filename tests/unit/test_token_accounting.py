@@ -9,6 +9,7 @@ from megatron.data_efficiency.accounting import actual_seq_length, new_samples_t
 from megatron.data_efficiency.cluster import MetricIndex
 from megatron.data_efficiency.config import parse_deepspeed_config
 from megatron.data_efficiency.curriculum import CurriculumLearning
+from megatron.data_efficiency.seqlen import BERT_LAYOUT, GPT_LAYOUT
 
 
 def test_actual_seq_length_worked_numbers():
@@ -53,7 +54,7 @@ def gpt_batch(b, seq):
 
 
 def test_facade_reshape_accounting_counts_rows():
-    cl = CurriculumLearning(de_config(seqlen_metric("seqlen_reshape")), model_type="gpt", seq_length=32,
+    cl = CurriculumLearning(de_config(seqlen_metric("seqlen_reshape")), layout=GPT_LAYOUT, seq_length=32,
                             global_batch_size=16, micro_batch_size=4, data_parallel_size=2)
     sampler = cl.build_sampler(100)
     it = iter(sampler)
@@ -77,7 +78,7 @@ def test_facade_truncate_with_random_ltd_and_voc_difficulty():
                        "schedule_config": {"total_curriculum_step": 7, "difficulty_step": 1}},
                **seqlen_metric("seqlen_truncate", 16, 64, 6)}
     ltd = SimpleNamespace(reserved_length=16, num_layers=4, num_ltd_layers=2)
-    cl = CurriculumLearning(de_config(metrics), model_type="gpt", seq_length=64, global_batch_size=8,
+    cl = CurriculumLearning(de_config(metrics), layout=GPT_LAYOUT, seq_length=64, global_batch_size=8,
                             micro_batch_size=4, random_ltd=ltd)
     it = iter(cl.build_sampler(200, indexes={"voc": idx}))
     for step in range(3):
@@ -94,7 +95,7 @@ def test_facade_truncate_with_random_ltd_and_voc_difficulty():
 
 def test_facade_state_round_trip_before_build():
     metrics = seqlen_metric("seqlen_truncate", 8, 64, 10)
-    make = lambda: CurriculumLearning(de_config(metrics), model_type="gpt", seq_length=64, global_batch_size=4,
+    make = lambda: CurriculumLearning(de_config(metrics), layout=GPT_LAYOUT, seq_length=64, global_batch_size=4,
                                       micro_batch_size=4)
     a = make()
     it = iter(a.build_sampler(50))
@@ -112,7 +113,7 @@ def test_facade_state_round_trip_before_build():
 def test_legacy_curriculum_truncates_by_iteration():
     legacy = {"enabled": True, "curriculum_type": "seqlen", "min_difficulty": 8, "max_difficulty": 64,
               "schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 7, "difficulty_step": 8}}
-    cl = CurriculumLearning(de_config({}, legacy=legacy), model_type="gpt", seq_length=64, global_batch_size=6,
+    cl = CurriculumLearning(de_config({}, legacy=legacy), layout=GPT_LAYOUT, seq_length=64, global_batch_size=6,
                             micro_batch_size=3)
     lengths = []
     for iteration in range(8):
@@ -122,7 +123,7 @@ def test_legacy_curriculum_truncates_by_iteration():
     assert cl.actual_seq_length(out, None) == (6 * 64, 64)
     cl.post_process(gpt_batch(3, 64), SimpleNamespace(iteration=0))
     assert cl.actual_seq_length(None, None) == (6 * 64, 64)  # frozen at max, as DeepSpeed
-    bert = CurriculumLearning(de_config({}, legacy=legacy), model_type="bert", seq_length=64, global_batch_size=6,
+    bert = CurriculumLearning(de_config({}, legacy=legacy), layout=BERT_LAYOUT, seq_length=64, global_batch_size=6,
                               micro_batch_size=3)
     out = bert.post_process({"text": torch.ones(3, 64), "padding_mask": torch.ones(3, 64)}, SimpleNamespace(iteration=1))
     assert out["text"].shape == (3, 24) and bert.actual_seq_length(out, None) == (6 * 24, 24)
@@ -134,24 +135,24 @@ def test_schedule_based_metric_without_sampler_is_rejected():
                        "schedule_type": "fixed_linear",
                        "schedule_config": {"total_curriculum_step": 7, "difficulty_step": 1}}}
     with pytest.raises(ValueError, match="--data-efficiency-curriculum-learning"):
-        CurriculumLearning(de_config(metrics), model_type="gpt", seq_length=64, global_batch_size=4,
+        CurriculumLearning(de_config(metrics), layout=GPT_LAYOUT, seq_length=64, global_batch_size=4,
                            micro_batch_size=4, use_sampler=False)
 
 
 def test_seqlen_only_curriculum_without_sampler_follows_the_iteration():
-    cl = CurriculumLearning(de_config(seqlen_metric("seqlen_truncate", 8, 32, 3)), model_type="gpt", seq_length=32,
+    cl = CurriculumLearning(de_config(seqlen_metric("seqlen_truncate", 8, 32, 3)), layout=GPT_LAYOUT, seq_length=32,
                             global_batch_size=4, micro_batch_size=4, use_sampler=False)
     widths = [cl.post_process(gpt_batch(4, 32), SimpleNamespace(iteration=i))["text"].shape[1] - 1 for i in range(4)]
     assert widths == [16, 24, 32, 32]  # steps 1..4 of 8 -> 32 over 3 steps, difficulty_step 8
     assert cl.actual_seq_length(None, None) == (4 * 32, 32)
     with pytest.raises(RuntimeError, match="before build_sampler"):
-        CurriculumLearning(de_config(seqlen_metric("seqlen_truncate")), model_type="gpt", seq_length=32,
+        CurriculumLearning(de_config(seqlen_metric("seqlen_truncate")), layout=GPT_LAYOUT, seq_length=32,
                            global_batch_size=4, micro_batch_size=4).post_process(gpt_batch(4, 32), None)
 
 
 def test_without_curriculum_batches_pass_through_and_ltd_still_corrects_tokens():
     ltd = SimpleNamespace(reserved_length=16, num_layers=4, num_ltd_layers=2)
-    cl = CurriculumLearning(parse_deepspeed_config({}), model_type="bert", seq_length=64, global_batch_size=8,
+    cl = CurriculumLearning(parse_deepspeed_config({}), layout=BERT_LAYOUT, seq_length=64, global_batch_size=8,
                             micro_batch_size=4, random_ltd=ltd)
     batch = {"text": torch.ones(4, 64), "padding_mask": torch.zeros(4, 64)}
     assert cl.post_process(batch, None) is batch and cl.log_fields() == {}
