@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from a che
 
 from megatron.cli import pretrain_from_argv, run_cli  # noqa: E402
 from megatron.specs.gpt import GPT_SPEC  # noqa: E402
+from megatron.specs.gpt import (forward_step, model_provider,  # noqa: E402,F401  (Megatron's names, importable here)
+                                train_valid_test_datasets_provider)
 from megatron.training.loop import TrainResult  # noqa: E402
 
 

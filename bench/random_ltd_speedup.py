@@ -78,9 +78,10 @@ def layer_forward_flops(tokens: int, h: int, ffn: int, attention: float = 4.0) -
     return float(tokens * (8 * h * h + 4 * h * ffn + attention * tokens * h))
 
 
-def theoretical_saving(config: TransformerConfig, reserved: int, attention: float = 4.0) -> float:
-    """1 − FLOPs(LTD on layers 1..L-2 with r) / FLOPs(dense), per sequence (backward = 2× forward cancels)."""
-    s, h, ffn, n = config.seq_length, config.hidden_size, config.ffn_size, config.num_layers
+def theoretical_saving(config: TransformerConfig, seq_length: int, reserved: int, attention: float = 4.0) -> float:
+    """1 − FLOPs(LTD on layers 1..L-2 with r) / FLOPs(dense), per sequence of ``seq_length`` tokens (backward = 2×
+    forward cancels)."""
+    s, h, ffn, n = seq_length, config.hidden_size, config.ffn_size, config.num_layers
     head = 2.0 * s * h * config.padded_vocab_size
     dense = n * layer_forward_flops(s, h, ffn, attention) + head
     ltd = 2 * layer_forward_flops(s, h, ffn, attention) + (n - 2) * layer_forward_flops(reserved, h, ffn, attention)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     config = TransformerConfig(
         num_layers=args.num_layers, hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
-        padded_vocab_size=args.vocab_size, seq_length=args.seq_length, max_position_embeddings=args.seq_length,
+        padded_vocab_size=args.vocab_size, max_position_embeddings=args.seq_length,
         position_embedding_type=args.position_embedding_type, attention_dropout=args.attention_dropout,
         hidden_dropout=args.hidden_dropout,
     )
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in order:
             variant.step(batches[round_index], timed=round_index >= args.warmup)
     tokens_per_step = args.micro_batch_size * s
-    theory = theoretical_saving(config, half)
+    theory = theoretical_saving(config, s, half)
     for statistic, pick, cpu in (("median wall", statistics.median, False), ("best wall", min, False),
                                  ("median process-CPU", statistics.median, True)):
         t = {v.name: pick(v.cpu_times if cpu else v.times) for v in variants}
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"realized saving r=S/2: {realized:.1%}   theoretical (layer FLOPs): {theory:.1%}   "
               f"realized/theoretical: {realized / theory:.2f} (target >= 0.90)")
         print(f"wrapper overhead at r=S: {ltd_full / dense - 1.0:+.2%} (target <= 2%)")
-    causal = theoretical_saving(config, half, attention=2.0)
+    causal = theoretical_saving(config, s, half, attention=2.0)
     print(f"(for reference: counting causal attention at half its FLOPs, as a causal flash kernel computes it, "
           f"the theoretical saving is {causal:.1%})")
     return 0

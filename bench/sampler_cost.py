@@ -145,7 +145,7 @@ def time_training(args: argparse.Namespace) -> tuple[float, float]:
     torch.manual_seed(args.seed)
     cfg = TransformerConfig(num_layers=args.num_layers, hidden_size=args.hidden_size,
                             num_attention_heads=args.num_attention_heads, padded_vocab_size=args.vocab_size,
-                            seq_length=args.seq_length, max_position_embeddings=args.seq_length)
+                            max_position_embeddings=args.seq_length)
     model = GPTModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     tokens = torch.randint(0, args.vocab_size, (MICRO, args.seq_length + 1))

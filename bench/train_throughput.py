@@ -1,9 +1,10 @@
 """Training throughput: our train_step on the DeepSpeed engine vs a bare PyTorch loop, plus MFU.
 
-Both sides train the same GPTModel (same init, same batches, same loss function from pretrain_gpt.py,
-torch AdamW with Megatron's weight-decay groups, the same gradient clipping). Timed rounds alternate
-between the two so that machine noise hits both alike; the medians are compared. MFU is measured
-against the fp32 (or bf16) matmul peak of this machine (a timed 2048 x 2048 matmul).
+Both sides train the same GPTModel (same init, same batches, the same forward step and loss: those of the GPT
+family spec megatron/specs/gpt.py that pretrain_gpt.py trains; torch AdamW with Megatron's weight-decay groups,
+the same gradient clipping). Timed rounds alternate between the two so that machine noise hits both alike; the
+medians are compared. MFU is measured against the fp32 (or bf16) matmul peak of this machine (a timed
+2048 x 2048 matmul).
 
     python bench/train_throughput.py                      # 4 layers, hidden 512, seq 256, micro-batch 8, fp32
     python bench/train_throughput.py --num-layers 2 --hidden-size 256 --rounds 3
@@ -11,7 +12,6 @@ against the fp32 (or bf16) matmul peak of this machine (a timed 2048 x 2048 matm
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -59,18 +59,9 @@ def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> list[f
     return [2 * n ** 3 / t for t in times]
 
 
-def load_entry_point() -> Any:
-    """pretrain_gpt.py as a module (forward_step / loss)."""
-    spec = importlib.util.spec_from_file_location("pretrain_gpt_entry", os.path.join(REPO, "pretrain_gpt.py"))
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 def build_run_config(b: argparse.Namespace) -> Any:
-    """The RunConfig our pretrain() would build for these flags (through the real CLI and bridge)."""
-    from megatron.arguments import parse_args
+    """The RunConfig our pretrain() would build for these flags (through the real CLI checks and bridge)."""
+    from megatron.arguments import parse_args, validate_args
     from megatron.config import build_configs
 
     argv = ["--num-layers", str(b.num_layers), "--hidden-size", str(b.hidden_size),
@@ -81,7 +72,9 @@ def build_run_config(b: argparse.Namespace) -> Any:
             "--zero-stage", str(b.zero_stage), "--data-path", "synthetic", "--seed", str(b.seed)]
     if b.bf16:
         argv.append("--bf16")
-    return build_configs(parse_args(argv), SimpleNamespace(padded_vocab_size=b.vocab_size, eod=0), 1)
+    args = parse_args(argv)
+    validate_args(args, 1)
+    return build_configs(args, SimpleNamespace(padded_vocab_size=b.vocab_size, eod=0), 1)
 
 
 def make_batches(cfg: Any, count: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -92,10 +85,10 @@ def make_batches(cfg: Any, count: int, seed: int) -> list[dict[str, torch.Tensor
                                    generator=gen)} for _ in range(count)]
 
 
-def ours(cfg: Any, entry: Any, initial_state: dict[str, torch.Tensor]) -> Callable[[list], None]:
+def ours(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callable[[list], None]:
     """A step function running megatron.training.loop.train_step on the DeepSpeed engine."""
     from megatron.model import GPTModel
-    from megatron.training.data_efficiency_hooks import NoDataEfficiency
+    from megatron.training.data_efficiency_hooks import build_data_efficiency
     from megatron.training.engine import setup_model_and_optimizer
     from megatron.training.loop import train_step
     from megatron.training.state import TrainState
@@ -103,11 +96,12 @@ def ours(cfg: Any, entry: Any, initial_state: dict[str, torch.Tensor]) -> Callab
     model = GPTModel(cfg.model)
     model.load_state_dict(initial_state)
     engine, scheduler = setup_model_and_optimizer(model, cfg)
-    de = NoDataEfficiency(cfg.training.seq_length, cfg.training.global_batch_size)
+    # as pretrain() builds it: no data efficiency here, so batches only pass the family's post-process
+    de = build_data_efficiency(cfg, spec.batch_layout, spec.data_post_process, rank=0)
     state = TrainState()
 
     def step(batches: list) -> None:
-        train_step(engine, iter(batches), entry.forward_step, de, state, cfg)
+        train_step(engine, iter(batches), spec.forward_step, de, state, cfg)
         state.iteration += 1
         state.consumed_train_samples += cfg.training.global_batch_size
         state.consumed_train_tokens += cfg.training.global_batch_size * cfg.training.seq_length
@@ -116,7 +110,7 @@ def ours(cfg: Any, entry: Any, initial_state: dict[str, torch.Tensor]) -> Callab
     return step
 
 
-def bare(cfg: Any, entry: Any, initial_state: dict[str, torch.Tensor]) -> Callable[[list], None]:
+def bare(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callable[[list], None]:
     """A step function of a plain PyTorch loop: same module, AdamW groups, clipping; no DeepSpeed."""
     from megatron.model import GPTModel
     from megatron.training.engine import build_optimizer, get_param_groups
@@ -131,7 +125,7 @@ def bare(cfg: Any, entry: Any, initial_state: dict[str, torch.Tensor]) -> Callab
     def step(batches: list) -> None:
         for batch in batches[:n_micro]:
             with autocast:
-                loss, _ = entry.forward_step(batch, model, cfg)
+                loss, _ = spec.forward_step(batch, model, cfg)
             (loss / n_micro).backward()
         if cfg.optimizer.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.clip_grad, foreach=True)
@@ -158,12 +152,12 @@ def main() -> None:
     if b.threads:
         torch.set_num_threads(b.threads)
     from megatron.model import GPTModel, gpt_flops_per_token, num_parameters
+    from megatron.specs.gpt import GPT_SPEC
     from megatron.training.initialize import initialize_distributed, set_launcher_env_defaults, set_random_seed
 
     set_launcher_env_defaults()
     initialize_distributed(None, 10)
     cfg = build_run_config(b)
-    entry = load_entry_point()
     set_random_seed(b.seed, 0)
     initial = {k: v.clone() for k, v in GPTModel(cfg.model).state_dict().items()}
     n_micro = cfg.training.num_micro_batches
@@ -171,7 +165,7 @@ def main() -> None:
     dtype = torch.bfloat16 if b.bf16 else torch.float32
     matmul = matmul_flops(dtype)
 
-    sides = {"bare PyTorch": bare(cfg, entry, initial), "ours (DeepSpeed engine)": ours(cfg, entry, initial)}
+    sides = {"bare PyTorch": bare(cfg, GPT_SPEC, initial), "ours (DeepSpeed engine)": ours(cfg, GPT_SPEC, initial)}
     for step in sides.values():
         time_steps(step, batches, n_micro, b.warmup_steps)
     times: dict[str, list[float]] = {name: [] for name in sides}

@@ -37,14 +37,13 @@ from .cluster import MetricIndex
 from .config import DataEfficiencySettings, SEQLEN_METRICS
 from .sampler import CurriculumSampler
 from .scheduler import CurriculumScheduler
-from .seqlen import BatchLayout
+from .seqlen import BatchLayout, DataPostProcess
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CurriculumLearning"]
 
 Batch = dict[str, torch.Tensor]
-DataPostProcess = Callable[[Batch, Mapping[str, Any]], Batch]
 
 
 def _iteration(state: Any) -> int:

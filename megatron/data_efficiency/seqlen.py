@@ -194,6 +194,8 @@ def make_bert_data_post_process(seq_length: int, group: Any = None) -> Callable[
 
 
 DataPostProcess = Callable[[Batch, Mapping[str, Any]], dict[str, Any]]
+"""Megatron-DeepSpeed's ``data_post_process(batch, sampler_state)``; ``sampler_state["current_difficulties"]``
+maps curriculum metric -> difficulty of this very micro-batch."""
 
 
 class BatchLayout(Protocol):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from megatron.config import RunConfig, TransformerConfig
-from megatron.data_efficiency.seqlen import BatchLayout
+from megatron.data_efficiency.seqlen import BatchLayout, DataPostProcess
 
 Batch = dict[str, torch.Tensor]
 ForwardStep = Callable[[Batch, Any, RunConfig], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -24,9 +24,6 @@ ForwardStep = Callable[[Batch, Any, RunConfig], "tuple[torch.Tensor, dict[str, t
 DeepSpeed engine in training and a plain ``nn.Module`` in evaluation/inference."""
 DatasetsBuilder = Callable[[RunConfig, Any], "tuple[Any, Any, Any]"]
 """``build_datasets(config, tokenizer) -> (train, valid, test)`` map-style datasets (None for an empty split)."""
-DataPostProcess = Callable[[Batch, Mapping[str, Any]], Batch]
-"""Megatron-DeepSpeed's ``data_post_process(batch, sampler_state)``; ``sampler_state["current_difficulties"]``
-maps curriculum metric -> difficulty of this very micro-batch."""
 DataLoaderBuilder = Callable[..., Any]
 """``build_data_loader(dataset, consumed_samples, config, *, rank, world, dataloader_type) -> DataLoader | None``."""
 

@@ -58,8 +58,8 @@ def error_of(args_list: list[str], world_size: int = 1, tokenizer: SimpleNamespa
     return message
 
 
-def write_json(tmp_path: Path, data: dict) -> str:
-    path = tmp_path / "ds.json"
+def write_json(tmp_path: Path, data: dict, name: str = "ds.json") -> str:
+    path = tmp_path / name
     path.write_text(json.dumps(data))
     return str(path)
 
@@ -170,6 +170,7 @@ def test_json_contradicting_flags_names_both(tmp_path, flags, json_data, expecte
     (("--train-samples", "80"), {}, 1, "give only one of --train-iters and --train-samples"),
     (("--lr-decay-samples", "80"), {}, 1, "--lr-decay-samples needs --train-samples"),
     (("--lr-warmup-fraction", "0.1", "--lr-warmup-iters", "2"), {}, 1, "give only one of --lr-warmup-fraction"),
+    (("--lr-warmup-fraction", "1.5"), {}, 1, "--lr-warmup-fraction must be in [0, 1], got 1.5"),
     ((), {"lr": None}, 1, "--lr is required"),
     (("--min-lr", "0.01"), {}, 1, "--min-lr 0.01 is larger than --lr 0.001"),
     ((), {"micro_batch_size": None}, 1, "--micro-batch-size is required"),
@@ -182,10 +183,12 @@ def test_json_contradicting_flags_names_both(tmp_path, flags, json_data, expecte
     (("--pipeline-model-parallel-size", "2"), {}, 2, "pipeline parallelism is not supported"),
     (("--rampup-batch-size", "4", "4", "100"), {}, 1, "--rampup-batch-size is not supported"),
     (("--deepspeed_config", "/nonexistent/ds.json"), {}, 1, "--deepspeed_config /nonexistent/ds.json: file not found"),
-    (("--data-efficiency-curriculum-learning",), {}, 1,
+    # (the flag-only rule "add --no-pipeline-parallel" comes first: test_data_efficiency_switches_must_match_json)
+    (("--data-efficiency-curriculum-learning", "--no-pipeline-parallel"), {}, 1,
      "--data-efficiency-curriculum-learning needs --deepspeed_config with "
      "data_efficiency.data_sampling.curriculum_learning.enabled: true"),
-    (("--random-ltd",), {}, 1, "--random-ltd needs --deepspeed_config with data_efficiency.data_routing.random_ltd"),
+    (("--random-ltd", "--no-pipeline-parallel"), {}, 1,
+     "--random-ltd needs --deepspeed_config with data_efficiency.data_routing.random_ltd"),
     (("--load-tag", "x"), {}, 1, "--load-tag needs --load"),
 ])
 def test_invalid_combinations_give_one_clear_error(tmp_path, extra, flags, world, expected):
@@ -217,8 +220,11 @@ def test_token_ids_beyond_padded_vocab(tmp_path):
 
 
 def test_data_efficiency_switches_must_match_json(tmp_path):
+    seqlen = {"index_to_sample_path": "unused", "index_to_metric_path": "unused", "difficulty_type": "value",
+              "clustering_type": "single_cluster", "min_difficulty": 8, "max_difficulty": 16,
+              "schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 4, "difficulty_step": 8}}
     cl_json = {"data_efficiency": {"enabled": True, "data_sampling": {"enabled": True, "curriculum_learning": {
-        "enabled": True}}}}
+        "enabled": True, "curriculum_metrics": {"seqlen_truncate": seqlen}}}}}
     js = write_json(tmp_path, cl_json)
     assert "is true but --data-efficiency-curriculum-learning is not given" in error_of(
         argv(make_data(tmp_path), "--deepspeed_config", js))
@@ -232,6 +238,12 @@ def test_data_efficiency_switches_must_match_json(tmp_path):
     assert cfg.data_efficiency.settings.data_efficiency.data_sampling.curriculum_learning.enabled
     assert cfg.data_efficiency.source == js
     assert "data_efficiency" not in cfg.deepspeed
+    # build_configs parses the blocks before comparing them with the flags: a bad block is named as such
+    bad = write_json(tmp_path, {"data_efficiency": {"data_sampling": {"curriculum_learning": {"enabled": True}}}},
+                     "no_metrics.json")
+    assert error_of(argv(make_data(tmp_path), "--deepspeed_config", bad)) == (
+        f"{bad}: data_efficiency.data_sampling.curriculum_learning.curriculum_metrics: required when "
+        "curriculum_learning is enabled")
 
 
 def test_argparse_errors_are_one_line(tmp_path, capsys):

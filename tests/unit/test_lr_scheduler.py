@@ -1,13 +1,16 @@
 """Megatron OptimizerParamScheduler semantics: warmup/decay by samples or tokens, state, override."""
 from __future__ import annotations
 
+import argparse
 import io
 import math
 
 import pytest
 import torch
 
-from megatron.training.lr_scheduler import LRSchedulerError, OptimizerParamScheduler, get_schedule_steps
+from megatron.arguments import parse_args
+from megatron.config import lr_schedule_config
+from megatron.training.lr_scheduler import LRSchedulerError, OptimizerParamScheduler
 
 MAX, MIN = 0.01, 0.001
 GBS = 10
@@ -81,25 +84,34 @@ def test_lr_never_below_min_or_above_max(style: str) -> None:
     assert min(after_warmup) >= MIN - 1e-15 and max(seen) <= MAX + 1e-15
 
 
+def schedule_steps(gbs: int, **flags: object) -> tuple[int, int, int]:
+    """(warmup, decay, wd increment) in samples from megatron.config.lr_schedule_config, given --train-iters or
+    --train-samples and --lr-* flags (Megatron's defaults otherwise), with the run length build_configs passes."""
+    args = argparse.Namespace(**{**vars(parse_args([])), **flags})
+    if args.train_iters is not None:
+        train_iters, train_samples = args.train_iters, args.train_iters * gbs
+    else:
+        train_iters, train_samples = args.train_samples // gbs, args.train_samples
+    s = lr_schedule_config(args, train_iters, train_samples, gbs)
+    return s.lr_warmup_steps, s.lr_decay_steps, s.wd_incr_steps
+
+
 def test_warmup_by_iterations_samples_and_fraction() -> None:
-    warm, decay_len, wd_len = get_schedule_steps(global_batch_size=8, train_iters=100, lr_warmup_iters=10)
+    warm, decay_len, wd_len = schedule_steps(8, train_iters=100, lr_warmup_iters=10)
     assert (warm, decay_len, wd_len) == (80, 800, 800)
     sched = make(lr_warmup_steps=warm, lr_decay_steps=decay_len)
     for iteration in range(1, 11):
         sched.step(8)
         assert sched.get_lr() == pytest.approx(MAX * iteration / 10)
-    assert get_schedule_steps(global_batch_size=8, train_iters=100, lr_decay_iters=50) == (0, 400, 800)
-    assert get_schedule_steps(global_batch_size=8, train_samples=1000, lr_warmup_samples=30) == (30, 1000, 1000)
-    assert get_schedule_steps(global_batch_size=8, train_samples=1000, lr_decay_samples=600) == (0, 600, 1000)
-    warm, decay_len, _ = get_schedule_steps(global_batch_size=8, train_iters=100, lr_warmup_fraction=0.05)
+    assert schedule_steps(8, train_iters=100, lr_decay_iters=50) == (0, 400, 800)
+    assert schedule_steps(8, train_samples=1000, lr_warmup_samples=30) == (30, 1000, 1000)
+    assert schedule_steps(8, train_samples=1000, lr_decay_samples=600) == (0, 600, 1000)
+    warm, decay_len, _ = schedule_steps(8, train_iters=100, lr_warmup_fraction=0.05)
     assert warm == pytest.approx(0.05 * 800)
     sched = make(lr_warmup_steps=warm, lr_decay_steps=decay_len)
     sched.step(24)
     assert sched.get_lr() == pytest.approx(MAX * 24 / 40)
-    with pytest.raises(LRSchedulerError, match="--train-iters"):
-        get_schedule_steps(global_batch_size=8)
-    with pytest.raises(LRSchedulerError, match="--lr-warmup-fraction"):
-        get_schedule_steps(global_batch_size=8, train_iters=10, lr_warmup_fraction=1.5)
+    # no budget flag, or --lr-warmup-fraction outside [0, 1]: flag errors of validate_args (test_arguments.py)
 
 
 def test_token_warmup_overrides_step_warmup() -> None:

@@ -2,9 +2,10 @@
 
 Like litgpt's test_config_hub: each uncommentable block of gpt/pretrain/ds_pretrain_gpt_1.3B_dense_run.sh is
 switched on alone in a temporary copy, run with DRY_RUN=1, and the printed pretrain_gpt.py command is parsed by
-``megatron.arguments.parse_args`` (unknown flags fail), validated by ``validate_args`` against the generated
-DeepSpeed JSON, bridged by ``build_configs``; the JSON's data-efficiency blocks go through
-``parse_deepspeed_config`` and the engine dict through DeepSpeed's own config class. Each block's values are
+``megatron.arguments.parse_args`` (unknown flags fail) and ``validate_args``, then checked against the generated
+DeepSpeed JSON and bridged by ``build_configs``; the JSON's data-efficiency blocks go through
+``parse_deepspeed_config`` (the bridge's typed settings must equal that) and the engine dict through DeepSpeed's
+own config class. Each block's values are
 checked against the spec §7.2 table, and the recipe's analysis paths against what the analysis scripts write.
 """
 from __future__ import annotations
@@ -23,12 +24,12 @@ from types import SimpleNamespace
 import pytest
 
 from megatron.arguments import parse_args, validate_args
-from megatron.config import build_configs
+from megatron.config import build_configs, deepspeed_json
 from megatron.data.dataset_utils import index_map_prefix
 from megatron.data.gpt_dataset import index_map_filenames
 from megatron.data_efficiency.analyzer_io import metric_output_prefix
 from megatron.data_efficiency.config import parse_deepspeed_config
-from megatron.training import ds_config as ds_config_module
+from megatron.specs.gpt import GPT_SPEC
 from megatron.training.data_efficiency_hooks import build_data_efficiency
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,14 +146,16 @@ def check_pretrain_command(argv: list[str], world_size: int, monkeypatch: pytest
     """parse_args (no unknown flags) + validate_args + build_configs + both config parsers; returns the pieces."""
     args = parse_args(argv)
     if args.fp16:  # the recipes target GPUs: DeepSpeed refuses fp16 on CPU only
-        monkeypatch.setattr(ds_config_module, "accelerator_name", lambda: "cuda")
+        monkeypatch.setattr(deepspeed_json, "accelerator_name", lambda: "cuda")
     validate_args(args, world_size)
     config = build_configs(args, TOKENIZER, world_size)
     with open(args.deepspeed_config) as f:
         ds_json = json.load(f)
     settings = parse_deepspeed_config(ds_json, source=args.deepspeed_config, num_layers=args.num_layers,
                                       seq_length=args.seq_length)
-    build_data_efficiency(config)  # the training wiring accepts the block (curriculum facade, random-LTD)
+    assert config.data_efficiency.settings == settings  # the bridge parsed the same blocks the same way
+    # the training wiring accepts the block (curriculum facade, random-LTD), as pretrain_gpt.py builds it
+    build_data_efficiency(config, GPT_SPEC.batch_layout, GPT_SPEC.data_post_process, rank=0)
     return args, config, ds_json, settings
 
 
