@@ -75,12 +75,25 @@ class _RankZeroFilter(logging.Filter):
         return self.rank == 0 or record.levelno >= logging.WARNING
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A StreamHandler writing to whatever ``sys.stdout`` is when a record is emitted (not when it was built),
+    so a redirected or replaced stdout (pytest capture, a caller's redirect_stdout) never gets a closed stream."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property always reads sys.stdout
+        pass
+
+
 def setup_logging(rank: int, level: int = logging.INFO) -> None:
     """Send `megatron.*` logs to stdout from rank 0 only (warnings from every rank); quieten DeepSpeed."""
     root = logging.getLogger("megatron")
     root.setLevel(level)
     if not any(getattr(h, "_megatron", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._megatron = True  # type: ignore[attr-defined]
         root.addHandler(handler)
