@@ -17,6 +17,7 @@ setup(
         "regex>=2023.0",
         "tokenizers>=0.15",
         "tqdm>=4.60",
+        "zstandard>=0.19",
         "tensorboard>=2.12",
         "matplotlib>=3.7",
     ],
