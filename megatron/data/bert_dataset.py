@@ -11,14 +11,24 @@ vectorised: one searchsorted per "k-th sample of every document" step.
 
 ``__getitem__`` (``np.random.RandomState(seed + idx)``): A/B split at a random sentence,
 sentence-order prediction (swap with p=0.5 → is_random=1), truncation from the longer side at a random
-end, ``[CLS] A [SEP] B [SEP]``, masked LM (15 % of non-special positions; 80 % [MASK], 10 % random
-token, 10 % unchanged), padding to max_seq_length.
+end, ``[CLS] A [SEP] B [SEP]``, masked LM, padding to max_seq_length.
+
+Masked LM, ``masking_style``:
+* ``"whole-word"`` (default, Megatron's BERT masking): a word is a word-start token plus the continuation
+  pieces after it (``word_start`` table; WordPiece: pieces not starting with "##"); a word never crosses
+  [CLS]/[SEP]. Budget ``min(round(p * max_seq_length), max(1, round(p * n_tokens)))`` with n_tokens
+  counting the specials. Words are visited in a random order; from each, an n-gram of 1..3 words is drawn
+  with P(n) ∝ 1/n, shrunk while it overshoots the budget, and skipped when it overlaps masked tokens.
+* ``"token"``: ``max(1, round(p * non-special positions))`` single positions drawn uniformly (the original
+  per-token rule, same random stream).
+N-grams may run across the [SEP] between A and B (as in Megatron); [CLS]/[SEP]/padding are never masked.
+Either way each chosen position independently becomes [MASK] (80 %), a random token (10 %) or stays (10 %).
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +48,8 @@ from megatron.data.indexed_dataset import make_dataset
 logger = logging.getLogger(__name__)
 
 LONG_SENTENCE_LEN = 512  # a document with a longer sentence is skipped (when it has more than one)
+MASKING_STYLES = ("whole-word", "token")
+MAX_NGRAMS = 3  # whole-word masking draws spans of 1..MAX_NGRAMS words
 _SPLIT_NAMES = ("train", "valid", "test")
 
 
@@ -128,11 +140,17 @@ def build_samples_mapping(
 
 def samples_mapping_filename(
     map_prefix: str, name: str, max_num_samples: int, max_seq_length: int, short_seq_prob: float, seed: int,
-    exact_epochs: int | None = None,
+    exact_epochs: int | None = None, binary_head: bool = True,
 ) -> str:
-    """Megatron's name ``{prefix}_{name}_indexmap_{N}mns|exact{E}ep_{L-3}msl_{p:0.2f}ssp_{seed}s.npy``."""
+    """Megatron's name ``{prefix}_{name}_indexmap_{N}mns|exact{E}ep_{L-3}msl_{p:0.2f}ssp_{seed}s.npy``.
+
+    Without the binary head samples may hold one sentence, a different mapping: its name ends in ``_1sent``
+    (Megatron's name omits it, so the two mappings would overwrite each other's cache).
+    """
     budget = f"exact{exact_epochs}ep" if exact_epochs is not None else f"{max_num_samples}mns"
-    return f"{map_prefix}_{name}_indexmap_{budget}_{max_seq_length - 3}msl_{short_seq_prob:0.2f}ssp_{seed}s.npy"
+    single = "" if binary_head else "_1sent"
+    return (f"{map_prefix}_{name}_indexmap_{budget}_{max_seq_length - 3}msl_{short_seq_prob:0.2f}ssp_{seed}s"
+            f"{single}.npy")
 
 
 def _validate_mapping(mapping: np.ndarray, first: int, stop: int, target: int, min_rows: int) -> str | None:
@@ -176,6 +194,111 @@ def _trim(tokens: np.ndarray, remove: int, rng: np.random.RandomState) -> np.nda
     return tokens[front : len(tokens) - (remove - front)]
 
 
+def check_masking_style(masking_style: str) -> None:
+    """Raise DatasetError unless ``masking_style`` is one of MASKING_STYLES."""
+    if masking_style not in MASKING_STYLES:
+        raise DatasetError(f"masking_style {masking_style!r}: expected one of {', '.join(map(repr, MASKING_STYLES))}")
+
+
+def word_start_table(vocab: Any, size: int | None = None) -> np.ndarray:
+    """Bool [size] table over token ids: True where the token starts a word (WordPiece: not a "##" piece).
+
+    ``vocab`` is a token -> id mapping or a tokenizer exposing ``.vocab`` (token -> id) or ``.inv_vocab``
+    (id -> token). ``size`` defaults to the largest id + 1; ids missing from the vocabulary (e.g. padding
+    up to the padded vocab size) count as word starts.
+    """
+    if isinstance(vocab, Mapping):
+        pairs = list(vocab.items())
+    elif isinstance(getattr(vocab, "vocab", None), Mapping):
+        pairs = list(vocab.vocab.items())
+    elif isinstance(getattr(vocab, "inv_vocab", None), Mapping):
+        pairs = [(token, i) for i, token in vocab.inv_vocab.items()]
+    else:
+        raise DatasetError(f"word_start_table: expected a token -> id mapping or a tokenizer with .vocab / "
+                           f".inv_vocab, got {type(vocab).__name__}")
+    if not pairs:
+        raise DatasetError("word_start_table: empty vocabulary")
+    top = max(int(i) for _, i in pairs) + 1
+    if size is None:
+        size = top
+    elif size < top:
+        raise DatasetError(f"word_start_table: size {size} is smaller than the vocabulary (largest id {top - 1})")
+    table = np.ones(int(size), dtype=bool)
+    table[[int(i) for token, i in pairs if str(token).startswith("##")]] = False
+    return table
+
+
+def word_bounds(tokens: np.ndarray, candidates: np.ndarray, word_start: np.ndarray | None) -> np.ndarray:
+    """Offsets into ``candidates`` where each word starts, then ``len(candidates)`` ([n_words + 1]).
+
+    A word is a word-start token plus its continuation tokens; the first position after [CLS]/[SEP]
+    always starts one (a segment cut in the middle of a word begins with an orphan continuation word).
+    """
+    starts = np.ones(len(candidates), dtype=bool)
+    if word_start is not None and len(candidates):
+        starts = word_start[tokens[candidates]].copy()
+        starts[0] = True
+        starts[1:] |= np.diff(candidates) != 1
+    return np.append(np.flatnonzero(starts), len(candidates))
+
+
+def choose_whole_word_ngrams(
+    bounds: np.ndarray, budget: int, rng: np.random.RandomState, max_ngrams: int = MAX_NGRAMS,
+) -> list[tuple[int, int]]:
+    """(first_word, n_words) spans to mask, in choice order, covering at most ``budget`` tokens in total.
+
+    Start words are visited in a random order. For each, n is drawn from 1..min(max_ngrams, words left)
+    with P(n) ∝ 1/n, lowered while the span would exceed the budget (the word is skipped when even one
+    word does), and the span is skipped when it overlaps an earlier one.
+    """
+    n_words = len(bounds) - 1
+    weights = 1.0 / np.arange(1, max_ngrams + 1)
+    cum = [None] + [np.cumsum(weights[:k]) / weights[:k].sum() for k in range(1, max_ngrams + 1)]
+    covered = np.zeros(int(bounds[-1]), dtype=bool)
+    chosen: list[tuple[int, int]] = []
+    count = 0
+    for w in rng.permutation(n_words):
+        if count >= budget:
+            break
+        k = min(max_ngrams, n_words - w)
+        n = min(k, int(np.searchsorted(cum[k], rng.random_sample(), side="right")) + 1)
+        while n > 0 and count + bounds[w + n] - bounds[w] > budget:
+            n -= 1
+        if n == 0:
+            continue
+        lo, hi = bounds[w], bounds[w + n]
+        if covered[lo:hi].any():
+            continue
+        covered[lo:hi] = True
+        count += int(hi - lo)
+        chosen.append((int(w), n))
+    return chosen
+
+
+def _mask_positions(
+    tokens: np.ndarray, candidates: np.ndarray, max_seq_length: int, masked_lm_prob: float,
+    masking_style: str, word_start: np.ndarray | None, rng: np.random.RandomState,
+) -> np.ndarray:
+    """Sorted positions of ``tokens`` to predict (the style's selection rule; see the module docstring)."""
+    if masking_style == "token":
+        num = min(candidates.size, max(1, int(round(candidates.size * masked_lm_prob))))
+        return np.sort(rng.choice(candidates, size=num, replace=False))
+    budget = min(int(round(masked_lm_prob * max_seq_length)), max(1, int(round(len(tokens) * masked_lm_prob))))
+    if budget <= 0:
+        return np.empty(0, dtype=np.int64)
+    if word_start is not None:
+        top = int(tokens[candidates].max())
+        if top >= len(word_start):
+            raise DatasetError(f"token id {top} is outside word_start (a table over {len(word_start)} ids); "
+                               "build it with word_start_table(vocab, size) over the data's vocabulary")
+    bounds = word_bounds(tokens, candidates, word_start)
+    spans = choose_whole_word_ngrams(bounds, budget, rng)
+    if not spans:
+        return np.empty(0, dtype=np.int64)
+    picked = np.concatenate([candidates[bounds[w] : bounds[w + n]] for w, n in spans])
+    return np.sort(picked)
+
+
 def build_training_sample(
     sentences: Sequence[np.ndarray],
     target_seq_length: int,
@@ -190,8 +313,14 @@ def build_training_sample(
     masked_lm_prob: float,
     binary_head: bool,
     rng: np.random.RandomState,
+    masking_style: str = "whole-word",
+    word_start: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One BERT sample (Megatron keys) from the sentences of a samples-mapping row."""
+    """One BERT sample (Megatron keys) from the sentences of a samples-mapping row.
+
+    ``word_start``: bool table over token ids (see ``word_start_table``); None = every token starts a word.
+    """
+    check_masking_style(masking_style)
     if binary_head:
         n = len(sentences)
         if n < 2:
@@ -217,13 +346,18 @@ def build_training_sample(
     loss_mask = np.zeros(max_seq_length, dtype=np.int64)
     candidates = np.concatenate([np.arange(1, 1 + la), np.arange(la + 2, la + 2 + lb)])
     if masked_lm_prob > 0 and candidates.size:
-        num = min(candidates.size, max(1, int(round(candidates.size * masked_lm_prob))))
-        pos = np.sort(rng.choice(candidates, size=num, replace=False))
-        u = rng.random_sample(num)
+        pos = _mask_positions(tokens, candidates, max_seq_length, masked_lm_prob, masking_style, word_start, rng)
+        num = len(pos)
+        if masking_style == "token":  # one draw decides [MASK] / random / unchanged (the original stream)
+            u = rng.random_sample(num)
+            replace = np.where(u < 0.8, 0, np.where(u < 0.9, 1, 2))
+        else:  # Megatron's two-step decision: [MASK] with 0.8, else unchanged or random with 0.5 each
+            u, v = rng.random_sample(num), rng.random_sample(num)
+            replace = np.where(u < 0.8, 0, np.where(v < 0.5, 2, 1))
         random_tokens = rng.randint(0, vocab_size, size=num) if vocab_ids is None else vocab_ids[rng.randint(0, len(vocab_ids), size=num)]
         labels[pos] = tokens[pos]
         loss_mask[pos] = 1
-        tokens[pos] = np.where(u < 0.8, mask_id, np.where(u < 0.9, random_tokens, tokens[pos]))
+        tokens[pos] = np.select([replace == 0, replace == 1], [mask_id, random_tokens], tokens[pos])
     text = np.full(max_seq_length, pad_id, dtype=np.int64)
     text[:n_tok] = tokens
     padded_types = np.zeros(max_seq_length, dtype=np.int64)
@@ -244,6 +378,19 @@ def build_training_sample(
 # ----------------------------------------------------------------------------------------------
 # Dataset
 # ----------------------------------------------------------------------------------------------
+
+
+def _as_word_start(word_start: Any, vocab_size: int) -> np.ndarray | None:
+    """``word_start`` as a 1-D bool array covering the vocabulary (None stays None)."""
+    if word_start is None:
+        return None
+    table = np.asarray(word_start)
+    if table.ndim != 1 or table.dtype != np.bool_:
+        raise DatasetError(f"word_start: expected a 1-D bool array over the vocabulary, got shape {table.shape} "
+                           f"dtype {table.dtype} (build it with word_start_table)")
+    if len(table) < vocab_size:
+        raise DatasetError(f"word_start covers {len(table)} token ids, fewer than vocab_size {vocab_size}")
+    return table
 
 
 class BertDataset(torch.utils.data.Dataset):
@@ -272,7 +419,10 @@ class BertDataset(torch.utils.data.Dataset):
         train_idx_path: str | None = None,
         return_data_index: bool = False,
         index_cache_dir: str | None = None,
+        masking_style: str = "whole-word",
+        word_start: np.ndarray | None = None,
     ) -> None:
+        check_masking_style(masking_style)
         if max_seq_length < 4:
             raise DatasetError(f"--seq-length {max_seq_length}: BERT needs at least 4 (3 special tokens)")
         if not 0.0 <= masked_lm_prob <= 1.0 or not 0.0 <= short_seq_prob <= 1.0:
@@ -282,12 +432,13 @@ class BertDataset(torch.utils.data.Dataset):
         self.masked_lm_prob, self.binary_head, self.return_data_index = masked_lm_prob, binary_head, return_data_index
         self.ids = dict(cls_id=cls_id, sep_id=sep_id, mask_id=mask_id, pad_id=pad_id, vocab_size=vocab_size)
         self.vocab_ids = None if vocab_ids is None else np.asarray(vocab_ids, dtype=np.int64)
+        self.masking_style, self.word_start = masking_style, _as_word_start(word_start, vocab_size)
         doc_idx = np.asarray(indexed_dataset.doc_idx[documents[0] : documents[1] + 1], dtype=np.int64)
         target = max_seq_length - 3
         exact = train_data_exact_num_epochs if name == "train" else None
         path = samples_mapping_filename(
             index_map_prefix(data_prefix, index_cache_dir), name, max_num_samples, max_seq_length,
-            short_seq_prob, seed, exact,
+            short_seq_prob, seed, exact, binary_head,
         )
         pinned = {}
         if name == "train" and train_idx_path is not None:
@@ -325,7 +476,8 @@ class BertDataset(torch.utils.data.Dataset):
         rng = np.random.RandomState(seed=(self.seed + idx) % 2**32)
         sample = build_training_sample(
             sentences, target, self.max_seq_length, vocab_ids=self.vocab_ids, masked_lm_prob=self.masked_lm_prob,
-            binary_head=self.binary_head, rng=rng, **self.ids,
+            binary_head=self.binary_head, rng=rng, masking_style=self.masking_style, word_start=self.word_start,
+            **self.ids,
         )
         if self.return_data_index:
             sample["index"] = np.array([idx], dtype=np.int64)
@@ -380,8 +532,11 @@ def build_train_valid_test_datasets(
     train_data_exact_num_epochs: int | None = None,
     return_data_index: bool = False,
     index_cache_dir: str | None = None,
+    masking_style: str = "whole-word",
+    word_start: np.ndarray | None = None,
 ) -> tuple[Any, Any, Any]:
     """(train, valid, test) BERT datasets for ``--data-path`` (one prefix, or weight/prefix pairs → blends)."""
+    check_masking_style(masking_style)
     if isinstance(data_prefix, str):
         data_prefix = [data_prefix]
     if len(train_valid_test_num_samples) != 3:
@@ -392,6 +547,7 @@ def build_train_valid_test_datasets(
         max_seq_length=max_seq_length, cls_id=cls_id, sep_id=sep_id, mask_id=mask_id, pad_id=pad_id,
         vocab_size=vocab_size, vocab_ids=vocab_ids, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
         seed=seed, binary_head=binary_head, return_data_index=return_data_index, index_cache_dir=index_cache_dir,
+        masking_style=masking_style, word_start=word_start,
     )
     train_only = dict(train_data_exact_num_epochs=train_data_exact_num_epochs, train_idx_path=train_idx_path)
     if len(data_prefix) == 1:

@@ -5,6 +5,7 @@ from megatron.model.transformer import TransformerBlock, TransformerLayer
 from megatron.model.utils import (
     bert_extended_attention_mask,
     get_ltor_masks_and_position_ids,
+    bert_flops_per_token,
     gpt_flops_per_token,
     num_parameters,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "TransformerLayer",
     "bert_extended_attention_mask",
     "get_ltor_masks_and_position_ids",
+    "bert_flops_per_token",
     "gpt_flops_per_token",
     "num_parameters",
 ]

@@ -86,3 +86,12 @@ def gpt_flops_per_token(config: TransformerConfig, seq_length: int) -> float:
     layer_forward = 8 * h * h + 4 * h * config.ffn_size + 4 * seq_length * h
     passes = 4 if config.checkpoint_activations else 3
     return float(passes * config.num_layers * layer_forward + 6 * h * config.padded_vocab_size)
+
+
+
+def bert_flops_per_token(config: TransformerConfig, seq_length: int) -> float:
+    """Training FLOPs per token of BertModel: the GPT count (same encoder, tied LM output layer) plus the LM
+    head's h x h transform on every position (6 h^2, forward + backward); the pooler and binary head act on
+    one position per sample and are left out."""
+    h = config.hidden_size
+    return gpt_flops_per_token(config, seq_length) + float(6 * h * h)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from megatron.training.spec import ModelSpec
 
-FAMILIES = {"gpt": "megatron.specs.gpt:GPT_SPEC"}
+FAMILIES = {"gpt": "megatron.specs.gpt:GPT_SPEC", "bert": "megatron.specs.bert:BERT_SPEC"}
 """Family name -> "module:attribute" of its spec (imported on first use)."""
 LEGACY_FAMILY = "gpt"
 """Family of checkpoints written before ``model_family`` was recorded (only pretrain_gpt.py wrote them)."""
@@ -25,7 +25,7 @@ def get_spec(name: str) -> ModelSpec:
     return getattr(importlib.import_module(module), attr)
 
 
-def __getattr__(name: str):  # `from megatron.specs import GPT_SPEC`
-    if name == "GPT_SPEC":
-        return get_spec("gpt")
+def __getattr__(name: str):  # `from megatron.specs import GPT_SPEC, BERT_SPEC`
+    if name in ("GPT_SPEC", "BERT_SPEC"):
+        return get_spec(name[:-len("_SPEC")].lower())
     raise AttributeError(f"module 'megatron.specs' has no attribute {name!r}")

@@ -167,9 +167,17 @@ class TrainingLogger:
 
     def validation(self, state: TrainState, results: dict[str, float], split: str = "validation",
                    when: str = "") -> None:
-        """Print the `split` loss/perplexity line and write its scalars (`when` e.g. 'end of training')."""
+        """Print the `split` loss/perplexity line and write its scalars (`when` e.g. 'end of training').
+
+        Every metric gets ``value``; losses (names containing "loss") also get ``PPL`` (as Megatron prints them).
+        """
         parts = []
         for key, value in results.items():
+            if "loss" not in key:
+                parts.append(f"{key} value: {value:.6E}")
+                if self.writer is not None:
+                    self._scalars(f"{key} {split}", value, state)
+                continue
             ppl = math.exp(min(20.0, value))
             parts.append(f"{key} value: {value:.6E} | {key} PPL: {ppl:.6E}")
             if self.writer is not None:

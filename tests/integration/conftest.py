@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "data" / "tokenizers" / "gpt2-bpe" / "vocab.json"
 MERGES = REPO / "data" / "tokenizers" / "gpt2-bpe" / "merges.txt"
 CORPUS = REPO / "data" / "corpus" / "python_docs.jsonl.gz"
+WORDPIECE = REPO / "data" / "tokenizers" / "bert-wordpiece" / "vocab.txt"
 
 
 def _load_tool(name: str):
@@ -46,6 +47,31 @@ def gpt_data_prefix(tmp_path_factory: pytest.TempPathFactory) -> str:
         "--vocab-file", str(VOCAB), "--merge-file", str(MERGES), "--append-eod", "--no-progress"])
     assert status in (0, None)
     return str(root / "docs_text_document")
+
+
+@pytest.fixture(scope="session")
+def bert_data_prefix(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The first 300 documents of the bundled corpus, sentence-split, with the shipped WordPiece vocab (8192)."""
+    root = tmp_path_factory.mktemp("bert_data")
+    jsonl = root / "docs.jsonl"
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as src, open(jsonl, "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i >= 300:
+                break
+            dst.write(line)
+    status = _load_tool("preprocess_data").main([
+        "--input", str(jsonl), "--output-prefix", str(root / "docs"), "--tokenizer-type", "BertWordPieceLowerCase",
+        "--vocab-file", str(WORDPIECE), "--split-sentences", "--no-progress"])
+    assert status in (0, None)
+    return str(root / "docs_text_sentence")
+
+
+def bert_argv(prefix: str, **flags: object) -> list[str]:
+    """Tiny BERT flags (2 layers, hidden 32, seq 64) plus overrides, as `gpt_argv`."""
+    base: dict[str, object] = {"seq_length": 64, "max_position_embeddings": 64, "lr": 1e-3, "min_lr": 1e-5,
+                               "vocab_file": str(WORDPIECE), "merge_file": None}
+    base.update(flags)
+    return gpt_argv(prefix, **base)
 
 
 def gpt_argv(prefix: str, **flags: object) -> list[str]:

@@ -133,10 +133,12 @@ def test_shapes_layout_padding_and_content(corpus):
             np.testing.assert_array_equal(joined, np.concatenate(sentences[start:end]))
 
 
-def test_masking_statistics(corpus):
+@pytest.mark.parametrize("style", ["token", "whole-word"])
+def test_masking_statistics(corpus, style):
+    # token: 15 % of the non-special positions; whole-word: 15 % of all tokens, specials counted (Megatron)
     prefix, _ = corpus
-    train = build(prefix, nums=(600, 1, 0), max_seq_length=64, short_seq_prob=0.0)[0]
-    masked = candidates = as_mask = kept = 0
+    train = build(prefix, nums=(600, 1, 0), max_seq_length=64, short_seq_prob=0.0, masking_style=style)[0]
+    masked = candidates = total = as_mask = kept = 0
     swaps = []
     for i in range(600):
         s = train[i]
@@ -148,10 +150,11 @@ def test_masking_statistics(corpus):
         assert not s["loss_mask"][n:].any() and s["loss_mask"][0] == 0
         masked += len(pos)
         candidates += cand
+        total += n
         as_mask += int((s["text"][pos] == IDS["mask_id"]).sum())
         kept += int((s["text"][pos] == s["labels"][pos]).sum())
         swaps.append(int(s["is_random"]))
-    assert 0.14 <= masked / candidates <= 0.16
+    assert 0.14 <= masked / (candidates if style == "token" else total) <= 0.16
     assert 0.77 <= as_mask / masked <= 0.83
     assert 0.07 <= kept / masked <= 0.13  # the rest (~10 %) are random tokens
     assert 0.4 <= np.mean(swaps) <= 0.6
