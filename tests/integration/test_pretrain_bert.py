@@ -169,3 +169,75 @@ def test_bad_input_is_one_error_line(bert_data_prefix, gpt_data_prefix):
     # a BERT-only flag is not silently accepted by the GPT entry point
     gpt_err = error("pretrain_gpt.py", bert_argv(bert_data_prefix, train_iters=1, lr_warmup_iters=0, mask_prob=0.2))
     assert len(gpt_err) == 1 and "unrecognized arguments: --mask-prob 0.2" in gpt_err[0]
+
+
+def test_analyzed_seqlen_vocab_rarity_curriculum_with_random_ltd(bert_data_prefix, tmp_path, capsys):
+    """The BERT workflow of the recipes on a copy of the corpus: analyze 2 exact epochs (total_vocab_freq then
+    seqlen_vocab_rarity), pin the samples mapping, train with the curriculum sampler + encoder random-LTD; every
+    sample the model sees is within the difficulty of its step; the checkpoint loads into a plain BertModel."""
+    import importlib.util
+    import shutil
+
+    import numpy as np
+
+    from megatron.inference import load_for_inference
+    from megatron.model import BertModel
+    from megatron.specs.bert import BERT_SPEC
+
+    prefix = str(tmp_path / "docs_text_sentence")
+    for ext in (".bin", ".idx"):
+        shutil.copy(bert_data_prefix + ext, prefix + ext)
+    spec = importlib.util.spec_from_file_location("_analyze_data_bert", REPO / "examples_deepspeed" /
+                                                  "data_efficiency" / "analyze_data.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    save = str(tmp_path / "analysis")
+    common = ["--data-path", prefix, "--data-impl", "mmap", "--tokenizer-type", "BertWordPieceLowerCase",
+              "--vocab-file", str(REPO / "data/tokenizers/bert-wordpiece/vocab.txt"), "--split", "949,50,1",
+              "--seed", "1234", "--seq-length", "64", "--max-position-embeddings", "64", "--num-layers", "1",
+              "--hidden-size", "1", "--num-attention-heads", "1", "--micro-batch-size", "1",
+              "--global-batch-size", "1000", "--train-data-exact-num-epochs", "2", "--return-data-index"]
+    assert cli.main(["--analyzing-task", "map_reduce", "--analyzing-data-type", "BERT", "--analyzing-metric",
+                     "total_vocab_freq", "seqlen_vocab_rarity", "--analyzing-num-threads", "1", "--save", save,
+                     *common]) == 0
+    mapping = f"{prefix}_train_indexmap_exact2ep_61msl_0.10ssp_1234s.npy"
+    assert np.load(mapping).shape[1] == 3
+    metric_dir = f"{save}/seqlen_vocab_rarity"
+    js = tmp_path / "ds.json"
+    js.write_text(json.dumps({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4, "data_efficiency": {
+        "enabled": True, "seed": 1234,
+        "data_sampling": {"enabled": True, "num_workers": 0, "curriculum_learning": {
+            "enabled": True, "data_cluster_path": str(tmp_path / "clusters"), "curriculum_metrics": {
+                "seqlen_vocab_rarity": {
+                    "index_to_sample_path": f"{metric_dir}/seqlen_vocab_rarity_index_to_sample_percentile_merged",
+                    "index_to_metric_path": f"{metric_dir}/seqlen_vocab_rarity_index_to_metric",
+                    "difficulty_type": "percentile", "clustering_type": "schedule_based", "min_difficulty": 10,
+                    "max_difficulty": 100, "schedule_type": "fixed_linear",
+                    "schedule_config": {"total_curriculum_step": 6, "difficulty_step": 10}}}}},
+        "data_routing": {"enabled": True, "random_ltd": {
+            "enabled": True, "total_layer_num": 3, "random_ltd_layer_num": 1, "random_ltd_layer_id": [1],
+            "model_mask_name": "attention_mask", "model_type": "encoder", "hidden_state_order": "batch_seq_dim",
+            "random_ltd_schedule": {"min_value": 16, "max_value": 64, "schedule_type": "fixed_linear",
+                                    "schedule_config": {"require_steps": 6, "seq_per_step": 8}}}}}}))
+    difficulties: list[dict] = []
+    layout = BERT_SPEC.batch_layout
+
+    def hook(batch, sampler_state):
+        difficulties.append(dict(sampler_state["current_difficulties"]))
+        return layout.make_post_process(64)(batch, sampler_state)
+
+    save_ckpt = tmp_path / "ckpt"
+    result = run(bert_argv(prefix, train_iters=6, num_layers=3, deepspeed_config=js, random_ltd=True,
+                           data_efficiency_curriculum_learning=True, no_pipeline_parallel=True,
+                           train_data_exact_num_epochs=2, train_idx_path=mapping, save=save_ckpt, eval_iters=1),
+                 spec=dataclasses.replace(BERT_SPEC, data_post_process=hook))
+    assert result.state.iteration == 6 and all(np.isfinite(s["lm loss"]) for s in result.losses)
+    steps = [d["seqlen_vocab_rarity"] for d in difficulties]
+    assert steps == sorted(steps) and steps[0] < 100 and steps[-1] == 100  # easiest percentiles first
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if " iteration        6/" in ln)
+    for field in ("lm loss: ", "sop loss: ", "difficulty seqlen_vocab_rarity: ", "random ltd reserved length: ",
+                  "layer tokens: ", "actual seqlen: "):
+        assert field in line, (field, line)
+    loaded = load_for_inference(str(save_ckpt))
+    assert type(loaded.model) is BertModel
