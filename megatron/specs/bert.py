@@ -102,7 +102,7 @@ def forward_step(batch: Batch, model: Any, config: RunConfig) -> tuple[torch.Ten
     device = getattr(model, "device", None) or next(model.parameters()).device
     b = get_batch(batch, device)
     labels = b["labels"].clamp(min=0)  # unmasked positions hold -1; loss_mask zeroes them
-    if model.training:
+    if getattr(model, "module", model).training:  # a DeepSpeed engine's eval() switches its module, not itself
         lm_loss, sop_logits = model(b["text"], b["padding_mask"], tokentype_ids=b["types"], lm_labels=labels)
         return loss_func(lm_loss, b["loss_mask"], sop_logits, b.get("is_random"))
     logits, sop_logits = model(b["text"], b["padding_mask"], tokentype_ids=b["types"])  # [b, s, V], [b, 2]

@@ -25,11 +25,13 @@ def test_loss_falls_log_shows_mlm_and_sop(bert_data_prefix, capsys):
     lm = [s["lm loss"] for s in result.losses]
     assert sum(lm[-5:]) / 5 < sum(lm[:5]) / 5 - 0.5, lm
     assert [it for it, _ in result.evaluations] == [15, 30]
-    assert set(result.evaluations[-1][1]) == {"lm loss", "sop loss"}
+    assert set(result.evaluations[-1][1]) == {"lm loss", "sop loss", "mlm accuracy", "sop accuracy"}
+    assert 0.0 < result.evaluations[-1][1]["mlm accuracy"] < 1.0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if " iteration       30/" in ln)
     assert "lm loss: " in line and "sop loss: " in line
     assert "validation loss at the end of training" in out and "sop loss PPL" in out
+    assert "mlm accuracy value: " in out and "mlm accuracy PPL" not in out
     # no data efficiency: every sample counts --seq-length tokens (the pad trim changes the compute, not the budget)
     assert result.state.consumed_train_tokens == 30 * 8 * 64
 
