@@ -5,7 +5,7 @@ setup(
     name="megatron-data-efficiency",
     version="0.1.0",
     description="Megatron-DeepSpeed-compatible GPT/BERT pretraining with curriculum learning and random-LTD",
-    packages=find_packages(include=["megatron", "megatron.*"]),
+    packages=find_packages(include=["megatron", "megatron.*", "tasks", "tasks.*"]),
     python_requires=">=3.10",
     install_requires=[
         # Any recent torch. On the project's CPU machines pin `torch==2.13.0` in the same pip
@@ -20,6 +20,7 @@ setup(
         "zstandard>=0.19",
         "tensorboard>=2.12",
         "matplotlib>=3.7",
+        "scikit-learn>=1.2",
     ],
     extras_require={"test": ["pytest>=7"]},
 )

@@ -58,6 +58,8 @@ def configure(spec: ModelSpec, argv: Sequence[str] | None = None) -> tuple[RunCo
     setup_logging(rank_from_env())
     world_size = world_size_from_env()
     try:
+        if spec.complete_args is not None:
+            spec.complete_args(args)
         validate_args(args, world_size)
         tokenizer = build_tokenizer_from_args(args)
         config = build_configs(args, tokenizer, world_size)

@@ -39,6 +39,8 @@ __all__ = [
     "BertBatchLayout",
     "GPT_LAYOUT",
     "BERT_LAYOUT",
+    "UncutBatchLayout",
+    "UNCUT_LAYOUT",
 ]
 
 Batch = Mapping[str, Any]
@@ -254,5 +256,31 @@ class BertBatchLayout:
         return width
 
 
+@dataclass(frozen=True)
+class UncutBatchLayout:
+    """Batches that no sequence-length curriculum may cut (e.g. multiple choice, [b, choices, s])."""
+
+    def make_post_process(self, seq_length: int, group: Any = None) -> DataPostProcess:
+        """A post-process that refuses a seqlen difficulty and otherwise passes the batch through."""
+
+        def data_post_process(batch: Batch, sampler_state: Mapping[str, Any]) -> dict[str, Any]:
+            cut = [key for key in sampler_state.get("current_difficulties", {}) if key in SEQLEN_METRICS]
+            if cut:
+                raise SeqlenError(f"curriculum metric {cut[0]}: these batches cannot be cut to a sequence length")
+            return dict(batch)
+
+        return data_post_process
+
+    def truncate(self, batch: Batch, curriculum_seqlen: int, seq_length: int, group: Any = None
+                 ) -> tuple[dict[str, Any], int]:
+        """Refused: the legacy seqlen curriculum cannot cut these batches."""
+        raise SeqlenError("the legacy seqlen curriculum cannot cut these batches (multiple choice)")
+
+    def model_seq_length(self, width: int) -> int:
+        """Every position is an input."""
+        return width
+
+
 GPT_LAYOUT = GPTBatchLayout()
 BERT_LAYOUT = BertBatchLayout()
+UNCUT_LAYOUT = UncutBatchLayout()

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from megatron.training.spec import ModelSpec
 
-FAMILIES = {"gpt": "megatron.specs.gpt:GPT_SPEC", "bert": "megatron.specs.bert:BERT_SPEC"}
+FAMILIES = {"gpt": "megatron.specs.gpt:GPT_SPEC", "bert": "megatron.specs.bert:BERT_SPEC",
+            "classification": "tasks.finetune:CLASSIFICATION_SPEC",
+            "multiple_choice": "tasks.finetune:MULTIPLE_CHOICE_SPEC"}
 """Family name -> "module:attribute" of its spec (imported on first use)."""
 LEGACY_FAMILY = "gpt"
 """Family of checkpoints written before ``model_family`` was recorded (only pretrain_gpt.py wrote them)."""

@@ -84,8 +84,11 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
         if train_loader is None:
             train_loader = spec.build_data_loader(train_ds, state.consumed_train_samples, config, rank=rank,
                                                   world=world)
-        valid_loader = spec.build_data_loader(valid_ds, 0, config, rank=rank, world=world, dataloader_type="single")
-        test_loader = spec.build_data_loader(test_ds, 0, config, rank=rank, world=world, dataloader_type="single")
+        valid_loader = test_loader = None
+        if spec.evaluate is None:
+            valid_loader = spec.build_data_loader(valid_ds, 0, config, rank=rank, world=world,
+                                                  dataloader_type="single")
+            test_loader = spec.build_data_loader(test_ds, 0, config, rank=rank, world=world, dataloader_type="single")
     except ValueError as e:
         raise UsageError(str(e)) from e
     train_iter: Iterator[Batch] | None = iter(train_loader) if train_loader is not None else None
@@ -101,19 +104,22 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
             save_checkpoint(engine, scheduler, state, data_eff, config, model_family=spec.name)
             last_saved[0] = state.iteration
 
-    def run_eval(loader: Any) -> dict[str, float]:
-        return evaluate(engine, loader, spec.forward_step, config)
+    def run_eval(split: str) -> dict[str, float]:
+        if spec.evaluate is not None:  # the family's own evaluation of the whole split
+            dataset = valid_ds if split == "validation" else test_ds
+            return spec.evaluate(engine, dataset, config, state) if dataset is not None else {}
+        return evaluate(engine, valid_loader if split == "validation" else test_loader, spec.forward_step, config)
 
     try:
         if not t.skip_train and not budget_reached(state, config):
             if train_iter is None:
                 raise UsageError("the train split is empty: check --split and --data-path")
             train(engine, scheduler, train_iter, spec.forward_step, data_eff, state, config, training_logger,
-                  evaluate_fn=lambda: run_eval(valid_loader), save_fn=save if config.checkpoint.save else None,
+                  evaluate_fn=lambda: run_eval("validation"), save_fn=save if config.checkpoint.save else None,
                   result=result)
         if not result.exit_reason.startswith("--exit"):
-            for label, loader in (("validation", valid_loader), ("test", test_loader)):
-                metrics = run_eval(loader)
+            for label in ("validation", "test"):
+                metrics = run_eval(label)
                 if metrics:
                     training_logger.validation(state, metrics, split=label,
                                                when=f"the end of training (iteration {state.iteration})")

@@ -26,6 +26,9 @@ DatasetsBuilder = Callable[[RunConfig, Any], "tuple[Any, Any, Any]"]
 """``build_datasets(config, tokenizer) -> (train, valid, test)`` map-style datasets (None for an empty split)."""
 DataLoaderBuilder = Callable[..., Any]
 """``build_data_loader(dataset, consumed_samples, config, *, rank, world, dataloader_type) -> DataLoader | None``."""
+EvaluateFn = Callable[[Any, Any, RunConfig, Any], "dict[str, float]"]
+"""``evaluate(model, dataset, config, state) -> metrics``: a family's own evaluation of a split (e.g. every dev example
+exactly once, metrics over all predictions), replacing the average over the first --eval-iters batches."""
 
 
 def no_data_checks(config: RunConfig, tokenizer: Any) -> None:
@@ -67,9 +70,14 @@ class ModelSpec:
     """Entry-point hook on every training micro-batch; None uses ``batch_layout.make_post_process``."""
     build_data_loader: DataLoaderBuilder = pretraining_data_loader
     """DataLoader of one split for this rank (the curriculum sampler replaces it for the train split)."""
+    evaluate: EvaluateFn | None = None
+    """The family's own evaluation of the validation/test split (None: ``loop.evaluate`` over --eval-iters)."""
     args_defaults: Mapping[str, Any] = field(default_factory=dict)
     """Defaults for flags the user left unset, e.g. ``{"tokenizer_type": "GPT2BPETokenizer"}``."""
     extra_args: Callable[[argparse.ArgumentParser], argparse.ArgumentParser] | None = None
     """Adds the family's own flags to the parser; their values arrive in ``config.extra``."""
+    complete_args: Callable[[argparse.Namespace], None] | None = None
+    """Derives flags from others before they are checked (e.g. --train-iters from --epochs and the data size);
+    raises ConfigError for bad input."""
     eval_metric: str = "lm loss"
     """The reported metric evaluation tools summarise (perplexity is exp of it for language models)."""

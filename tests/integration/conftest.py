@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,7 @@ def _load_tool(name: str):
     spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(module)
     return module
 

@@ -1,0 +1,1 @@
+"""Downstream tasks on pretrained checkpoints: GLUE and RACE finetuning (``tasks/main.py``)."""

@@ -1,0 +1,1 @@
+"""GLUE finetuning: readers (data.py)."""

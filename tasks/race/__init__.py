@@ -1,0 +1,1 @@
+"""RACE finetuning: reader (data.py)."""
