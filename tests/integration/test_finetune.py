@@ -167,3 +167,59 @@ def test_bad_input_is_one_error_line(glue_dir, pretrained, tmp_path):
         finetune_argv("RTE", glue_dir, pretrained, train_data=glue_dir / "RTE" / "test.tsv"))
     assert "--hidden-size 64 differs from" in error(finetune_argv("RTE", glue_dir, pretrained, hidden_size=64))
     assert "invalid choice: 'GLUE'" in error(finetune_argv("GLUE", glue_dir, pretrained))
+
+
+def _race_dir(root: Path, n_articles: int, seed: int) -> Path:
+    """Megatron's RACE layout: <root>/high/<n>.txt JSON articles with 4 options per question (real sentences of the
+    shipped corpus: the answer is the option taken from the article)."""
+    import gzip
+    import random
+
+    from conftest import CORPUS
+
+    rng = random.Random(seed)
+    texts = []
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        for line in f:
+            words = json.loads(line)["text"].split()
+            if len(words) > 60:
+                texts.append(words)
+            if len(texts) >= 4 * n_articles:
+                break
+    (root / "high").mkdir(parents=True)
+    for i in range(n_articles):
+        article = texts[i]
+        answer = rng.randrange(4)
+        options = [" ".join(rng.choice(texts[n_articles:])[:8]) for _ in range(4)]
+        options[answer] = " ".join(article[10:18])
+        doc = {"article": " ".join(article[:60]), "questions": ["Which words does the text contain?"],
+               "options": [options], "answers": ["ABCD"[answer]], "id": f"{i}.txt"}
+        (root / "high" / f"{i}.txt").write_text(json.dumps(doc), encoding="utf-8")
+    return root
+
+
+def test_race_multiple_choice_scores_every_question(pretrained, tmp_path):
+    from tasks.main import main
+
+    train, dev = _race_dir(tmp_path / "train", 48, 1), _race_dir(tmp_path / "dev", 21, 2)
+    results = tmp_path / "race.json"
+    argv = ["--task", "RACE", "--train-data", str(train), "--valid-data", str(dev), "--pretrained-checkpoint",
+            str(pretrained), "--epochs", "1", "--seq-length", "64", "--micro-batch-size", "4",
+            "--global-batch-size", "8", "--lr", "1e-4", "--lr-warmup-fraction", "0.1", "--num-workers", "0",
+            "--results-path", str(results)]
+    result = main(argv)
+    assert result.state.iteration == 48 // 8
+    dev_metrics = json.loads(results.read_text())["evaluations"][0]["dev"]["dev"]
+    assert dev_metrics["total"] == 21 and 0 <= dev_metrics["correct"] <= 21
+
+
+def test_checkpoint_without_binary_head_finetunes(bert_data_prefix, glue_dir, tmp_path):
+    from megatron.cli import pretrain_from_argv
+    from megatron.specs.bert import BERT_SPEC
+    from tasks.main import main
+
+    ckpt = tmp_path / "nobh"
+    pretrain_from_argv(BERT_SPEC, bert_argv(bert_data_prefix, train_iters=2, lr_warmup_iters=0,
+                                            bert_no_binary_head=True, save=ckpt))
+    result = main(finetune_argv("SST-2", glue_dir, ckpt, epochs=1))
+    assert result.evaluations and "accuracy" in result.evaluations[-1][1]
