@@ -21,6 +21,12 @@ setup(
         "tensorboard>=2.12",
         "matplotlib>=3.7",
         "scikit-learn>=1.2",
+        # zero/few-shot evaluation (tasks/eval_harness): the lm-evaluation-harness 0.4 API
+        "lm-eval>=0.4.13,<0.5",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # HF export (tools/convert_checkpoint_to_hf.py) and lm-eval's own `hf` backend for cross-checks
+        "hf": ["transformers>=4.40", "accelerate>=0.26"],
+        "test": ["pytest>=7", "transformers>=4.40", "accelerate>=0.26"],
+    },
 )
