@@ -8,6 +8,8 @@
 #       middle layers) and pretrain a tiny GPT (4 layers, hidden 128, bf16) with --train-tokens, saving a checkpoint
 #   (d) evaluate the checkpoint with tools/eval_gpt.py in a plain GPTModel: validation loss / perplexity
 #   (e) draw the metric histograms and schedules with tools/plot_curriculum.py
+#   (f) zero-shot evaluation with lm-eval on offline tasks over held-out corpus text (tasks/eval_harness): rolling
+#       perplexity, LAMBADA-style last word, multiple-choice continuation (ZEROSHOT_DOCS items each; 0 skips)
 #
 # Everything goes under ${OUT:-runs/quickstart}. Re-running is safe: finished steps are skipped and training
 # resumes from (or, when complete, reuses) the checkpoint; FRESH=1 retrains from scratch. Settings below can be
@@ -49,6 +51,9 @@ DS_CONFIG="$OUT/ds_config.json"
 CKPT="$OUT/checkpoint"
 EVAL_JSON="$OUT/eval.json"
 PLOT="$OUT/curriculum.png"
+ZEROSHOT_DOCS="${ZEROSHOT_DOCS:-12}"
+ZEROSHOT_TASKS="corpus_perplexity,corpus_lastword,corpus_choice"
+ZEROSHOT_JSON="$OUT/zeroshot.json"
 TOKENIZER_FLAGS=(--tokenizer-type GPT2BPETokenizer --vocab-file "$VOCAB" --merge-file "$MERGES")
 
 STEP="setup"
@@ -184,6 +189,19 @@ step "(e) plot"
     --deepspeed-config "$DS_CONFIG" --steps "$(cat "$CKPT/latest_checkpointed_iteration.txt")" --output "$PLOT"
 
 # ---------------------------------------------------------------------------------------------------------------
+step "(f) zero-shot (lm-eval, offline tasks)"
+if [ "$ZEROSHOT_DOCS" -gt 0 ]; then
+    export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 HF_DATASETS_CACHE="$OUT/hf_datasets_cache"
+    "$PYTHON" -m tasks.eval_harness.offline_tasks --output-dir "$OUT/offline_tasks" --num-docs "$ZEROSHOT_DOCS" \
+        --corpus "$CORPUS" --split "$SPLIT" --seed "$SEED"
+    "$PYTHON" tasks/eval_harness/evaluate.py --load "$CKPT" --task_list "$ZEROSHOT_TASKS" --num_fewshot 0 \
+        --include_path "$OUT/offline_tasks" --adaptive_seq_len --micro-batch-size 16 --bootstrap_iters 0 \
+        --results_path "$ZEROSHOT_JSON"
+else
+    echo "skipped (ZEROSHOT_DOCS=0)"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
 STEP="summary"
 read -r ITER TOKENS PPL LOSS < <("$PYTHON" -c 'import json, sys
 r = json.load(open(sys.argv[1]))
@@ -199,3 +217,10 @@ echo "  TensorBoard         $OUT/tensorboard"
 echo "  curriculum picture  $PLOT"
 echo "  trained tokens      $TOKENS (compute-equivalent, budget $TRAIN_TOKENS)"
 echo "  validation          loss $LOSS | perplexity $PPL (plain GPTModel, full validation split; $EVAL_JSON)"
+if [ "$ZEROSHOT_DOCS" -gt 0 ]; then
+    "$PYTHON" -c 'import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+p, w, c = r["corpus_perplexity"], r["corpus_lastword"], r["corpus_choice"]
+print("  zero-shot (lm-eval) word perplexity %.1f | last-word acc %.3f | choice acc_norm %.3f  (%s)"
+      % (p["word_perplexity,none"], w["acc,none"], c["acc_norm,none"], sys.argv[1]))' "$ZEROSHOT_JSON"
+fi

@@ -142,7 +142,7 @@ def evaluate(model: Any, data_loader: Iterable[Batch] | None, forward_step: Forw
             if progress is not None:
                 from tqdm import tqdm
 
-                bar = tqdm(total=total, desc=progress, unit="batch", disable=total < 50, leave=False)
+                bar = tqdm(total=total, desc=progress, unit="batch", disable=True if total < 50 else None, leave=False)
             while count < total:
                 try:
                     batch = next(data_iterator)
