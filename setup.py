@@ -27,6 +27,6 @@ setup(
     extras_require={
         # HF export (tools/convert_checkpoint_to_hf.py) and lm-eval's own `hf` backend for cross-checks
         "hf": ["transformers>=4.40", "accelerate>=0.26"],
-        "test": ["pytest>=7", "transformers>=4.40", "accelerate>=0.26"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "transformers>=4.40", "accelerate>=0.26"],
     },
 )
