@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
                                         tokenizer_model=args.tokenizer_model)
         print(describe(args.prefix, args.num_items, args.max_tokens, args.dtype_table, tokenizer))
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e)
+        # the library's hint names its Python argument; this tool's users need the flag
+        for table in sorted(DTYPE_TABLES):
+            message = message.replace(f"Open it with MMapIndexedDataset(prefix, dtype_table={table!r})",
+                                      f"Read it with --dtype-table {table}")
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

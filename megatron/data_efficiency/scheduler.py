@@ -17,7 +17,9 @@ import math
 import numbers
 from typing import Any, Callable
 
-from .config import ScheduleConfig
+import torch
+
+from .config import SEQLEN_METRICS, ScheduleConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +62,10 @@ class CurriculumScheduler:
         self.name = name
         self.current_difficulty: int = config.min_difficulty
         self._custom: ScheduleFn | None = None
-        if config.schedule_type in ("fixed_linear", "fixed_root") and config.difficulty_step % 8:
-            logger.warning("curriculum metric %s: difficulty_step %d is not a multiple of 8; if this difficulty is a "
-                           "sequence length, Tensor Core kernels prefer multiples of 8", name, config.difficulty_step)
+        if (config.schedule_type in ("fixed_linear", "fixed_root") and config.difficulty_step % 8
+                and name in (*SEQLEN_METRICS, "seqlen") and torch.cuda.is_available()):
+            logger.warning("curriculum metric %s: difficulty_step %d is not a multiple of 8; sequence lengths that are "
+                           "multiples of 8 run faster on Tensor Cores", name, config.difficulty_step)
 
     @property
     def min_difficulty(self) -> int:

@@ -77,12 +77,22 @@ def test_custom_function_on_builtin_schedule_is_rejected():
         s.set_custom_get_difficulty(lambda step: step)
 
 
-def test_warning_when_difficulty_step_not_multiple_of_8(caplog):
+def test_warning_when_difficulty_step_not_multiple_of_8(caplog, monkeypatch):
+    """Only for sequence-length metrics, and only on a GPU (Tensor Cores): a voc step of 4 is fine."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with caplog.at_level(logging.WARNING, logger="megatron.data_efficiency.scheduler"):
-        CurriculumScheduler(linear(80, 2048, 100, 8), name="ok")
+        CurriculumScheduler(linear(80, 2048, 100, 8), name="seqlen_truncate")
+        CurriculumScheduler(linear(80, 2048, 100, 4), name="voc")
         assert not caplog.records
         CurriculumScheduler(linear(80, 2048, 100, 4), name="seqlen_truncate")
     assert any("difficulty_step 4 is not a multiple of 8" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="megatron.data_efficiency.scheduler"):
+        CurriculumScheduler(linear(80, 2048, 100, 4), name="seqlen_truncate")
+    assert not caplog.records
 
 
 def test_state_dict_round_trip():

@@ -333,3 +333,21 @@ def test_finalize_publishes_bin_then_idx_and_replaces_old(tmp_path):
     b.finalize(prefix + ".idx")
     assert sorted(os.listdir(tmp_path)) == ["r.bin", "r.idx"]
     assert MMapIndexedDataset(prefix)[0:1][0].tolist() == [7, 7]
+
+
+def test_inspect_dataset_hint_names_its_own_flag(tmp_path, capsys):
+    """tools/inspect_dataset.py turns the library's Python hint into its own --dtype-table flag."""
+    import importlib.util
+    import os
+
+    prefix = str(tmp_path / "ds")
+    write_by_hand(prefix, [[1, 2, 3], [4]], [0, 2], np.uint64, 8)  # DeepSpeed's table: code 8 = uint64
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("_tool_inspect_dataset", os.path.join(root, "tools",
+                                                                                          "inspect_dataset.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([prefix]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Read it with --dtype-table deepspeed" in err[0] and "MMapIndexedDataset(" not in err[0]
+    assert tool.main([prefix, "--dtype-table", "deepspeed"]) == 0
