@@ -232,7 +232,7 @@ class CurriculumSampler:
         self._rng.shuffle(order)
         self._clusters.append(_Cluster(name, dict(previous), dict(current), ids, order, 0, state, checksum))
         logger.debug("curriculum: new cluster %s with %d samples (difficulties %s -> %s)", name, len(ids), previous,
-                    current)
+                     current)
 
     def _take(self, cluster: _Cluster, count: int) -> list[np.ndarray]:
         parts = []
