@@ -11,15 +11,16 @@ recompute it.  The tasks are *GLUE-shaped*, not GLUE: scores on them say nothing
 
 Text extraction
 ---------------
-Each corpus line ``{"text": ..., "source": "dir/file.rst.txt#k"}`` is one document (a reST section).  Prose
-paragraphs are kept (including the bodies of ``.. function::``/``.. note::``-style directives); headings, code
-and literal blocks, tables, lists, field lists, comments and other directives are dropped.  Inline markup is
-reduced to its text (``:func:`open``` -> ``open()``, ````x```` -> ``x``, ```text <url>`_`` -> ``text``,
-``*x*`` -> ``x``).  Paragraphs are cut into sentences with ``megatron.data.sentence_splitter``; a sentence is
-used when it has 6-50 words, starts with an uppercase letter, ends with ``.``/``?``/``!``, holds no leftover
-markup and is at least 60 % plain words -- and its text occurs only once in the whole corpus (so "the same
-sentence elsewhere" can never contradict a label).  The *file* is the source path before ``#``; the *genre* is
-its first directory (``library``, ``c-api``, ``howto``, ``faq``, ...; ``misc`` for top-level files).
+Each corpus line ``{"text": ..., "source": "dir/file.rst.txt#k"}`` is one document (a reST section), read by
+``tasks/rest_prose.py``: its heading and its prose paragraphs (including the bodies of ``.. function::``/
+``.. note::``-style directives); headings, code and literal blocks, tables, lists, field lists, comments and
+other directives are dropped.  Inline markup is reduced to its text (``:func:`open``` -> ``open()``,
+````x```` -> ``x``, ```text <url>`_`` -> ``text``, ``*x*`` -> ``x``).  Paragraphs are cut into sentences with
+``megatron.data.sentence_splitter``; a sentence is used when it has 6-50 words, starts with an uppercase letter,
+ends with ``.``/``?``/``!``, holds no leftover markup and is at least 60 % plain words -- and its text occurs
+only once in the whole corpus (so "the same sentence elsewhere" can never contradict a label).  The *file* is
+the source path before ``#``; the *genre* is its first directory (``library``, ``c-api``, ``howto``, ``faq``,
+...; ``misc`` for top-level files).
 
 Splits: within each genre the files are shuffled (``--seed``) and cut 80 % / 10 % / 10 % (by sentence count)
 into train / dev / test, so no file -- hence no sentence -- is shared between the train, dev and test files.
@@ -95,6 +96,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from megatron.data.sentence_splitter import split_sentences  # noqa: E402
+from tasks.rest_prose import has_markup, is_good_sentence, parse_rst  # noqa: E402
 
 TASKS: tuple[str, ...] = ("MNLI", "QQP", "QNLI", "SST-2", "CoLA", "STS-B", "MRPC", "RTE")
 DEFAULT_CORPUS = os.path.join(_ROOT, "data", "corpus", "python_docs.jsonl.gz")
@@ -135,102 +137,16 @@ class SuiteError(Exception):
 # Corpus: reST -> prose paragraphs -> sentences
 # ----------------------------------------------------------------------------------------------------------------
 
-_UNDERLINE = re.compile(r"^([=\-*~^\"#+`'.:_])\1{3,}\s*$")
-_DIRECTIVE = re.compile(r"\.\.\s+([\w:-]+)::")
-_PROSE_DIRECTIVES = frozenset("""
-    function method class attribute data exception decorator decoratormethod classmethod staticmethod
-    abstractmethod coroutinefunction coroutinemethod awaitablefunction awaitablemethod module describe
-    opcode cmdoption option envvar pdbcommand 2to3fixer audit-event note warning important tip hint caution
-    attention danger seealso impl-detail versionadded versionchanged deprecated deprecated-removed
-    c:function c:macro c:type c:member c:var c:struct c:data cfunction cmacro ctype cmember cvar
-""".split())
-_NOT_PROSE_START = re.compile(r"(>>>|[+|=:]|[*\-] |#\. |\d+[.)] |\(?[a-zA-Z0-9]\) )")
-_GOOD_SENTENCE = re.compile(r"[A-Z][^`|\\\t*]*[.?!]")
-_PLAIN_WORD = re.compile(r"[A-Za-z][a-z]*[,;:.?!]?")
 _ALNUM = re.compile(r"[a-z0-9]+")
+SENTENCE_WORDS = (6, 50)   # a kept sentence's length in words (inclusive)
+MIN_PLAIN_FRACTION = 0.6   # ... and the least fraction of plain words in it
+MAX_TITLE_WORDS = 20       # a longer heading is not used as a QNLI question
 
 
-def _role(m: re.Match[str]) -> str:
-    name, body = m.group(1), m.group(2)
-    if body.startswith("~"):
-        body = body[1:].split(".")[-1]
-    body = body.lstrip("!")
-    if name.split(":")[-1] in ("func", "meth") and not body.endswith(")"):
-        body += "()"
-    return body
-
-
-_INLINE_SUBS = [(trigger, re.compile(p), r) for trigger, p, r in (
-    (":`", r":[\w:.+-]+:`~?([^`<]*?)\s*<[^`>]*>`", r"\1"),        # :ref:`text <target>`
-    (":`", r":([\w:.+-]+):`([^`]+)`", _role),                     # :func:`open`
-    ("``", r"``([^`]+)``", r"\1"),                                # ``literal``
-    ("`_", r"`([^`<]*?)\s*<[^`>]*>`__?", r"\1"),                  # `text <url>`_
-    ("`_", r"`([^`]+)`__?", r"\1"),                               # `text`_
-    ("**", r"\*\*(\S(?:[^*]*\S)?)\*\*", r"\1"),                   # **strong**
-    ("*", r"(?<![\w*])\*(\S(?:[^*]*\S)?)\*(?![\w*])", r"\1"),    # *emphasis*
-    ("]_", r"\s*\[(?:#\w*|\d+)\]_", ""),                         # footnote references
-)]
-_SPACES = re.compile(r"\s+")
-
-
-def clean_inline(s: str) -> str:
-    """reST inline markup -> its text, whitespace collapsed (see the module docstring)."""
-    for trigger, pat, rep in _INLINE_SUBS:
-        if trigger in s:
-            s = pat.sub(rep, s)
-    s = s.replace("\\ ", "").replace("\\", "")
-    return _SPACES.sub(" ", s).strip()
-
-
-def parse_rst(text: str) -> tuple[str | None, list[str]]:
-    """(section heading or None, prose paragraphs with inline markup removed) of one reST section."""
-    lines = text.replace("\r\n", "\n").replace("\t", "    ").split("\n")
-    title = None
-    if len(lines) >= 2 and lines[0].strip() and _UNDERLINE.match(lines[1]):
-        title, lines = lines[0].strip(), lines[2:]
-    elif len(lines) >= 3 and _UNDERLINE.match(lines[0]) and _UNDERLINE.match(lines[2]) and lines[1].strip():
-        title, lines = lines[1].strip(), lines[3:]
-    blocks: list[list[str]] = []
-    cur: list[str] = []
-    for ln in lines + [""]:
-        if ln.strip():
-            cur.append(ln.rstrip())
-        elif cur:
-            blocks.append(cur)
-            cur = []
-    paragraphs: list[str] = []
-    skip_deeper: int | None = None  # skip blocks indented deeper than this (literal blocks, code directives)
-    for block in blocks:
-        indent = len(block[0]) - len(block[0].lstrip())
-        if skip_deeper is not None:
-            if indent > skip_deeper:
-                continue
-            skip_deeper = None
-        first = block[0].strip()
-        if first.startswith(".."):
-            m = _DIRECTIVE.match(first)
-            if not (m and m.group(1) in _PROSE_DIRECTIVES):
-                skip_deeper = indent
-            continue
-        if block[-1].endswith("::"):
-            skip_deeper = indent  # a literal block follows
-        if any(_UNDERLINE.match(ln.strip()) for ln in block):
-            continue  # headings, tables
-        if any(len(ln) - len(ln.lstrip()) != indent for ln in block):
-            continue  # definition lists, option lists, ragged blocks
-        if _NOT_PROSE_START.match(first):
-            continue  # doctest, tables, field lists, bullet/enumerated lists
-        paragraphs.append(clean_inline(" ".join(ln.strip() for ln in block)))
-    return (clean_inline(title) if title else None), paragraphs
-
-
-def is_good_sentence(s: str) -> bool:
+def is_task_sentence(s: str) -> bool:
     """The sentence filter of the module docstring (uniqueness is checked by the corpus loader)."""
-    words = s.split()
-    if not 6 <= len(words) <= 50 or "::" in s or not _GOOD_SENTENCE.fullmatch(s):
-        return False
-    plain = _PLAIN_WORD.fullmatch
-    return sum(1 for w in words if plain(w)) >= 0.6 * len(words)
+    return is_good_sentence(s, min_words=SENTENCE_WORDS[0], max_words=SENTENCE_WORDS[1],
+                            min_plain_fraction=MIN_PLAIN_FRACTION)
 
 
 @dataclass
@@ -299,12 +215,12 @@ def load_corpus(path: str = DEFAULT_CORPUS) -> Corpus:
         file = source.split("#", 1)[0]
         genre = file.split("/", 1)[0] if "/" in file else "misc"
         title, paragraphs = parse_rst(text)
-        if title is not None and not (title and len(title.split()) <= 20 and not re.search(r"[`|\\*]", title)):
+        if title is not None and (len(title.split()) > MAX_TITLE_WORDS or has_markup(title)):
             title = None
         docs.append(Doc(source, file, genre, title))
         for p in paragraphs:
             for pos, s in enumerate(split_sentences(p)):
-                if is_good_sentence(s):
+                if is_task_sentence(s):
                     raw.append((len(docs) - 1, para_id, pos, s))
             para_id += 1
     counts = Counter(t for *_, t in raw)

@@ -64,6 +64,7 @@ if _ROOT not in sys.path:  # run as a script: make `megatron` importable
 
 from megatron.data.dataset_utils import DatasetError, get_train_valid_test_split_  # noqa: E402
 from megatron.data.sentence_splitter import split_sentences  # noqa: E402
+from tasks import rest_prose  # noqa: E402
 
 DEFAULT_CORPUS = os.path.join(_ROOT, "data", "corpus", "python_docs.jsonl.gz")
 DEFAULT_SPLIT = "949,50,1"  # the quickstart's --split: its train part is never used here
@@ -288,86 +289,20 @@ def heldout_pool(docs: Sequence[Document], split: str | None = DEFAULT_SPLIT,
 # ----------------------------------------------------------------------------------------------------------------
 # reST -> prose paragraphs
 # ----------------------------------------------------------------------------------------------------------------
-_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+.:_])\1{3,}\s*$")
-_DIRECTIVE = re.compile(r"^\.\.\s+([\w:-]+)::")
-# Directives whose indented body is prose (API descriptions, admonitions); any other directive body is skipped.
-_PROSE_DIRECTIVES = frozenset("""
-    function method class attribute data exception decorator decoratormethod classmethod staticmethod
-    abstractmethod coroutinefunction coroutinemethod module describe envvar opcode cmdoption option
-    note warning important tip hint caution attention danger seealso impl-detail
-    versionadded versionchanged deprecated deprecated-removed
-    c:function c:macro c:type c:member c:var c:struct c:data
-""".split())
-_NOT_PROSE_START = re.compile(r"(>>>|\.\.\.|[+|=:]|[*\-+] |#\. |\d+[.)] |\(?[a-zA-Z0-9]\) )")
-_INLINE = (
-    (re.compile(r":[\w:.+-]+:`([^`<]*?)\s*<[^`>]*>`"), r"\1"),                    # :ref:`text <target>`
-    (re.compile(r":[\w:.+-]+:`!?~?(?:[\w.]*\.)?([^`.][^`]*)`"), r"\1"),           # :func:`~os.path.join`
-    (re.compile(r"``([^`]+)``"), r"\1"),                                           # ``literal``
-    (re.compile(r"`([^`<]*?)\s*<[^`>]*>`__?"), r"\1"),                              # `text <url>`_
-    (re.compile(r"`([^`]+)`__?"), r"\1"),                                           # `text`_
-    (re.compile(r"\*\*(\S(?:[^*]*\S)?)\*\*"), r"\1"),                               # **strong**
-    (re.compile(r"(?<![\w*])\*(\S(?:[^*]*\S)?)\*(?![\w*])"), r"\1"),               # *emphasis*
-    (re.compile(r"\s*\[(?:#\w*|\d+)\]_"), ""),                                      # footnote references
-)
-_LEFTOVER_MARKUP = re.compile(r"[`|\\*]|::|\.\. ")
-_SPACES = re.compile(r"\s+")
-
-
-def clean_inline(text: str) -> str:
-    """Inline reST markup reduced to its text; whitespace runs become one space."""
-    for pattern, replacement in _INLINE:
-        text = pattern.sub(replacement, text)
-    return _SPACES.sub(" ", text).strip()
-
-
 def prose_paragraphs(text: str) -> list[str]:
-    """The prose paragraphs of one reST document, each on one line with inline markup removed.
+    """The prose paragraphs of one reST document (``tasks.rest_prose``) that keep no markup after cleaning.
 
     Dropped: headings, literal blocks (after ``::``), code and other non-prose directives with their bodies,
-    doctests, tables, lists, field/option lists, ragged blocks, and paragraphs with markup left after cleaning.
+    doctests, tables, lists, field/option lists, ragged blocks, and paragraphs with markup left after cleaning
+    (``tasks.rest_prose.has_markup``: a backtick, ``|``, ``*``, a backslash or ``::``).
     """
-    lines = text.replace("\r\n", "\n").replace("\t", "    ").split("\n")
-    blocks: list[list[str]] = []
-    current: list[str] = []
-    for line in lines + [""]:
-        if line.strip():
-            current.append(line.rstrip())
-        elif current:
-            blocks.append(current)
-            current = []
-    out: list[str] = []
-    skip_deeper: int | None = None
-    for block in blocks:
-        indent = len(block[0]) - len(block[0].lstrip())
-        if skip_deeper is not None:
-            if indent > skip_deeper:
-                continue
-            skip_deeper = None
-        first = block[0].strip()
-        if first.startswith(".."):
-            m = _DIRECTIVE.match(first)
-            if not (m and m.group(1) in _PROSE_DIRECTIVES):
-                skip_deeper = indent
-            continue
-        if block[-1].endswith("::"):
-            skip_deeper = indent  # a literal block follows; this paragraph itself ends in "::" (dropped below)
-        if any(_UNDERLINE.match(line.strip()) for line in block):
-            continue
-        if any(len(line) - len(line.lstrip()) != indent for line in block):
-            continue
-        if _NOT_PROSE_START.match(first):
-            continue
-        paragraph = clean_inline(" ".join(line.strip() for line in block))
-        if paragraph and not _LEFTOVER_MARKUP.search(paragraph):
-            out.append(paragraph)
-    return out
+    return [p for p in rest_prose.prose_paragraphs(text) if not rest_prose.has_markup(p)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Task documents
 # ----------------------------------------------------------------------------------------------------------------
 _LAST_WORD = re.compile(r"^(?P<context>.*\S)\s+(?P<word>[A-Za-z]{2,})\.$")
-_GOOD_SENTENCE = re.compile(r"[A-Z][^\n]*[.?!]")
 
 
 def lastword_candidate(paragraph: str, previous: str | None = None) -> dict[str, str] | None:
@@ -395,9 +330,9 @@ def lastword_candidate(paragraph: str, previous: str | None = None) -> dict[str,
 
 
 def good_sentence(sentence: str) -> bool:
-    """A sentence usable in corpus_choice: 4-60 words, capitalized, ending in . ? or !"""
-    n = len(sentence.split())
-    return SENTENCE_WORDS[0] <= n <= SENTENCE_WORDS[1] and bool(_GOOD_SENTENCE.fullmatch(sentence))
+    """A sentence usable in corpus_choice: 4-60 words, capitalized, ending in . ? or !, no markup left."""
+    return rest_prose.is_good_sentence(sentence, min_words=SENTENCE_WORDS[0], max_words=SENTENCE_WORDS[1],
+                                       min_plain_fraction=0.0)
 
 
 def choice_candidate(paragraph: str) -> tuple[str, str] | None:

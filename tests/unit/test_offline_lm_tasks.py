@@ -147,10 +147,11 @@ def test_exact_strings_on_a_small_corpus(tmp_path):
     out = tmp_path / "out"
     ot.build_offline_tasks(str(out), corpus=str(corpus), heldout_docs=4, num_docs=50, seed=1)
     lastword = _jsonl(out / "data" / "corpus_lastword.jsonl")
-    # io: markup reduced to its text, final period dropped, "file" occurs earlier; socket's second paragraph
-    # ends with "module", which occurs only in the preceding paragraph, which then opens the passage
+    # io: markup reduced to the text Sphinx shows (:func:`open` -> open()), final period dropped, "file" occurs
+    # earlier; socket's second paragraph ends with "module", which occurs only in the preceding paragraph, which
+    # then opens the passage
     assert [(r["context"], r["continuation"]) for r in lastword] == [
-        ("The open function opens a file and the file object is then returned to the caller as a new", " file"),
+        ("The open() function opens a file and the file object is then returned to the caller as a new", " file"),
         ("The socket module exposes sockets. Every socket has a family and a type. Sockets are closed when they "
          "are garbage collected. Additional words about network programming live in this paragraph about the",
          " module"),
