@@ -1,6 +1,7 @@
 """GPT and BERT models (torch-native, batch-first [b, s, h]) built from a TransformerConfig."""
 from megatron.model.bert_model import BertModel
 from megatron.model.gpt_model import GPTModel
+from megatron.model.kv_cache import KVCache
 from megatron.model.transformer import TransformerBlock, TransformerLayer
 from megatron.model.utils import (
     bert_extended_attention_mask,
@@ -13,6 +14,7 @@ from megatron.model.utils import (
 __all__ = [
     "BertModel",
     "GPTModel",
+    "KVCache",
     "TransformerBlock",
     "TransformerLayer",
     "bert_extended_attention_mask",

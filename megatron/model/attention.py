@@ -8,18 +8,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron.config import TransformerConfig
+from megatron.model.kv_cache import KVCache
 from megatron.model.rope import apply_rotary, rotary_cos_sin
 
 
-def check_attention_mask(mask: torch.Tensor, batch: int, seq: int) -> None:
-    """Raise ValueError unless mask is a bool [b or 1, 1, s, s] tensor (True = may NOT attend)."""
+def check_attention_mask(mask: torch.Tensor, batch: int, seq: int, keys: int | None = None) -> None:
+    """Raise ValueError unless mask is a bool [b or 1, 1, s, keys] tensor (True = may NOT attend); keys: s if None."""
+    keys = seq if keys is None else keys
     if mask.dtype != torch.bool:
         raise ValueError(
             f"attention_mask must be a bool tensor (True = not allowed to attend), got dtype {mask.dtype}"
         )
-    if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (seq, seq) or mask.shape[0] not in (1, batch):
+    if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (seq, keys) or mask.shape[0] not in (1, batch):
         raise ValueError(
-            f"attention_mask must have shape [{batch} or 1, 1, {seq}, {seq}], got {list(mask.shape)}"
+            f"attention_mask must have shape [{batch} or 1, 1, {seq}, {keys}], got {list(mask.shape)}"
         )
 
 
@@ -30,6 +32,10 @@ class SelfAttention(nn.Module):
     "may NOT attend"; when given it fully defines visibility (it must already contain the
     causal part for a decoder). ``None`` means plain causal (decoder) or full (encoder)
     attention; the decoder then takes SDPA's ``is_causal`` fast path.
+
+    Incremental decoding (inference only): with ``kv_cache`` the s new tokens' keys/values are appended to
+    the t cached ones and the queries attend over all t + s keys; a given mask is then [b or 1, 1, s, t + s],
+    and ``None`` lets new token i see every cached key and the new keys up to itself.
     """
 
     def __init__(self, config: TransformerConfig, layer_number: int, *, causal: bool = True) -> None:
@@ -59,18 +65,23 @@ class SelfAttention(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Attend over hidden_states [b, s, h]; return the projected output [b, s, h]."""
+        """Attend over hidden_states [b, s, h] (after the cached tokens, if any); return the output [b, s, h]."""
         b, s, h = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(b, s, self.num_heads, 3, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=3))  # each [b, nh, s, d]
+        past = 0 if kv_cache is None else kv_cache.length
         if self.use_rope:
             if position_ids is None:
-                position_ids = torch.arange(s, device=hidden_states.device).unsqueeze(0)  # [1, s]
+                position_ids = torch.arange(past, past + s, device=hidden_states.device).unsqueeze(0)  # [1, s]
             cos, sin = rotary_cos_sin(position_ids, self.head_dim, self.config.rotary_base, q.dtype)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # [b, nh, s, d]
         dropout_p = self.config.attention_dropout if self.training else 0.0
-        if attention_mask is None:
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_number - 1, k, v)  # [b, nh, past + s, d]
+            context = self._cached_attention(q, k, v, attention_mask, past, dropout_p)  # [b, nh, s, d]
+        elif attention_mask is None:
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
         else:
             check_attention_mask(attention_mask, b, s)
@@ -80,3 +91,26 @@ class SelfAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
         context = context.transpose(1, 2).reshape(b, s, h)  # [b, s, h]
         return self.dense(context)  # [b, s, h]
+
+    def _cached_attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past: int,
+        dropout_p: float,
+    ) -> torch.Tensor:
+        """Queries q [b, nh, s, d] of positions past..past+s-1 over keys/values [b, nh, past + s, d]."""
+        b, _, s, _ = q.shape
+        keys = k.shape[2]
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, b, s, keys)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=~attention_mask, dropout_p=dropout_p)
+        if not self.causal or s == 1:  # one new token may see every key
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        if past == 0:  # prefill: plain causal attention
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        # s > 1 new tokens after cached ones: query i sees keys 0..past+i (is_causal would align top-left)
+        allowed = torch.ones(s, keys, dtype=torch.bool, device=q.device).tril(diagonal=past)  # [s, past + s]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)

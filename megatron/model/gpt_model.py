@@ -1,12 +1,17 @@
-"""GPT: embeddings -> causal transformer block -> output layer tied to the word embeddings."""
+"""GPT: embeddings -> causal transformer block -> output layer tied to the word embeddings.
+
+Inference can decode incrementally with a key/value cache (``megatron.model.kv_cache.KVCache``): see
+``GPTModel.forward``.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from megatron.config import TransformerConfig
+from megatron.config import ConfigError, TransformerConfig
 from megatron.model.embedding import Embedding
+from megatron.model.kv_cache import KVCache
 from megatron.model.transformer import TransformerBlock
 
 
@@ -44,16 +49,38 @@ class GPTModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """input_ids [b, s] -> logits [b, s, V], or per-token fp32 loss [b, s] when labels are given."""
+        """input_ids [b, s] -> logits [b, s, V], or per-token fp32 loss [b, s] when labels are given.
+
+        ``kv_cache`` (inference only, model in eval mode): input_ids are the s tokens that follow the
+        ``kv_cache.length`` cached ones; the result covers only them, the cache grows by s. Default positions
+        are the absolute ones (length .. length + s - 1); ``attention_mask`` is then bool [b or 1, 1, s,
+        length + s] (True = blocked) and ``None`` means causal over cached + new tokens.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {list(input_ids.shape)}")
-        if position_ids is None:
+        if position_ids is None and kv_cache is not None and kv_cache.length:
+            b, s = input_ids.shape
+            max_pos = self.config.max_position_embeddings
+            if self.embedding.position_embeddings is not None and kv_cache.length + s > max_pos:
+                raise ConfigError(
+                    f"sequence length {kv_cache.length + s} exceeds --max-position-embeddings {max_pos}"
+                )
+            position_ids = torch.arange(kv_cache.length, kv_cache.length + s, device=input_ids.device)
+            position_ids = position_ids.unsqueeze(0).expand(b, s)  # [b, s]: absolute positions
+        elif position_ids is None:
             position_ids = default_position_ids(input_ids)  # [b, s]
         else:
             position_ids = position_ids.expand_as(input_ids)  # [b, s]
         hidden = self.embedding(input_ids, position_ids)  # [b, s, h]
-        hidden = self.encoder(hidden, attention_mask=attention_mask, position_ids=position_ids)  # [b, s, h]
+        if kv_cache is None:
+            hidden = self.encoder(hidden, attention_mask=attention_mask, position_ids=position_ids)  # [b, s, h]
+        else:
+            hidden = self.encoder(
+                hidden, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+            )  # [b, s, h]
         logits = F.linear(hidden, self.output_weight)  # [b, s, V]
         if labels is None:
             return logits

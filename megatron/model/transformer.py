@@ -3,7 +3,8 @@
 Calling convention (random-LTD depends on it): a layer is always called as
 ``layer(hidden_states, attention_mask=..., position_ids=...)`` — hidden states positional,
 everything else by keyword — so any wrapper with the signature ``(hidden_states, **kwargs)``
-can replace a layer in ``TransformerBlock.layers``.
+can replace a layer in ``TransformerBlock.layers``. Inference with a key/value cache adds ``kv_cache=...``
+to that call (only then: training calls are unchanged).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from megatron.config import TransformerConfig
 from megatron.model.attention import SelfAttention
+from megatron.model.kv_cache import KVCache
 from megatron.model.mlp import MLP
 
 
@@ -41,10 +43,15 @@ class TransformerLayer(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """hidden_states [b, s, h]; mask bool [b or 1, 1, s, s] (True = blocked); positions [b, s]."""
+        """hidden_states [b, s, h]; mask bool [b or 1, 1, s, s] (True = blocked); positions [b, s].
+
+        With ``kv_cache`` (inference): the s tokens follow the cached ones; the mask is [b or 1, 1, s, t + s].
+        """
         attn_out = self.self_attention(
-            self.input_layernorm(hidden_states), attention_mask=attention_mask, position_ids=position_ids
+            self.input_layernorm(hidden_states), attention_mask=attention_mask, position_ids=position_ids,
+            kv_cache=kv_cache,
         )  # [b, s, h]
         hidden_states = hidden_states + self.hidden_dropout(attn_out)  # [b, s, h]
         mlp_out = self.mlp(self.post_attention_layernorm(hidden_states))  # [b, s, h]
@@ -68,8 +75,22 @@ class TransformerBlock(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Run every layer (keyword call, optionally recomputed in backward) then the final LN."""
+        """Run every layer (keyword call, optionally recomputed in backward) then the final LN.
+
+        With ``kv_cache`` (inference only, never recomputed) every layer appends the new tokens' keys/values
+        and the cache's length advances by s afterwards.
+        """
+        if kv_cache is not None:
+            if self.training:
+                raise ValueError("kv_cache is for inference: call model.eval() first")
+            for layer in self.layers:
+                hidden_states = layer(
+                    hidden_states, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+                )  # [b, s, h]
+            kv_cache.advance(hidden_states.shape[1])
+            return self.final_layernorm(hidden_states)  # [b, s, h]
         recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if recompute:

@@ -23,7 +23,12 @@ How requests are computed:
 * ``generate_until``: greedy decoding; stops at the first ``until`` string (the result is cut before it), at the
   EOD token (not part of the result) or after ``max_gen_toks`` tokens. Contexts are left-truncated to
   ``max_length - max_gen_toks`` as lm-eval's ``hf`` model does (to ``max_length`` with a sliding window when
-  ``max_gen_toks >= max_length``). Sampling arguments are ignored: decoding is always greedy.
+  ``max_gen_toks >= max_length``). Sampling arguments are ignored: decoding is always greedy. Decoding is
+  incremental with a key/value cache (``megatron.model.KVCache``): the batch's contexts are run once,
+  left-padded with the padding keys masked and each row at its own positions, then one new token per
+  unfinished row per step (finished rows leave the cache): the same computation as recomputing every step,
+  equal up to float rounding.
+  Once the window slides, or for a model whose ``forward`` takes no ``kv_cache``, every step is recomputed.
 
 Scoring windows are deduplicated (same input and scored length: one forward row), reordered longest first with
 lm-eval's ``Collator`` and run ``micro_batch_size`` at a time, right-padded to the longest input of the batch
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import json
 import logging
 import os
@@ -161,6 +167,8 @@ class MegatronLM(TemplateLM):
         self.info = dict(info or {})
         self.forward_rows = 0
         """Rows run through the model so far (after deduplication), across calls; this rank only."""
+        self._kv_cache = "kv_cache" in inspect.signature(model.forward).parameters
+        """generate_until decodes incrementally (the model's forward takes a KVCache)."""
 
     @classmethod
     def from_checkpoint(cls, load_dir: str, *, micro_batch_size: int = 8, adaptive_seq_len: bool = True,
@@ -350,14 +358,20 @@ class MegatronLM(TemplateLM):
         generated: list[list[int]] = [[] for _ in contexts]
         done = [max_gen < 1] * len(contexts)
         stops = [s for s in until if s]
+        decoder = _CachedGreedy(self, max_gen) if self._kv_cache else None
         for _ in range(max_gen):
             active = [i for i, d in enumerate(done) if not d]
             if not active:
                 break
-            inputs = [(seqs[i] + generated[i])[-length:] for i in active]
-            logits = self._logits(inputs)
-            for row, i in enumerate(active):
-                token = int(logits[row, len(inputs[row]) - 1].float().argmax())
+            if decoder is not None and any(len(seqs[i]) + len(generated[i]) > length for i in active):
+                decoder = None  # the window slides (max_gen_toks >= max_length): recompute from here on
+            if decoder is not None:
+                next_tokens = decoder.step(active, seqs, generated)
+            else:
+                inputs = [(seqs[i] + generated[i])[-length:] for i in active]
+                logits = self._logits(inputs)
+                next_tokens = [int(logits[row, len(inputs[row]) - 1].float().argmax()) for row in range(len(active))]
+            for i, token in zip(active, next_tokens):
                 if token == self.eot_token_id:
                     done[i] = True
                     continue
@@ -365,6 +379,73 @@ class MegatronLM(TemplateLM):
                 if len(generated[i]) >= max_gen or (stops and any(s in self.tok_decode(generated[i]) for s in stops)):
                     done[i] = True
         return [postprocess_generated_text(self.tok_decode(g), until, None) for g in generated]
+
+
+class _CachedGreedy:
+    """Incremental greedy decoding of one batch with a key/value cache (``MegatronLM._generate_batch``).
+
+    The first step runs every row's whole sequence, left-padded to the longest: padding keys are masked (each
+    padding query sees only itself, so nothing is fully masked) and every row gets its real positions 0..n-1.
+    Each later step runs the one newest token of every still active row at position n-1 over the cache; rows
+    that finished are dropped from the cache. ``step`` returns the argmax over the real vocabulary.
+    """
+
+    def __init__(self, lm: MegatronLM, max_new_tokens: int) -> None:
+        from megatron.model.kv_cache import KVCache
+
+        self.lm = lm
+        self.max_new_tokens = max_new_tokens
+        self.cache = KVCache()
+        self.rows: list[int] = []  # batch index of each cached row
+        self.key_padding: torch.Tensor | None = None  # [rows, t] True = padding key; None: no row is padded
+
+    def step(self, active: list[int], contexts: list[list[int]], generated: list[list[int]]) -> list[int]:
+        """The next token of each active row (batch indices ``active``; its tokens: context + generated)."""
+        lm, device = self.lm, self.lm._device
+        if not self.rows:
+            logits = self._prefill([contexts[i] + generated[i] for i in active])
+        else:
+            if active != self.rows:
+                keep = [self.rows.index(i) for i in active]
+                self.cache.select(keep)
+                if self.key_padding is not None:
+                    self.key_padding = self.key_padding[keep]
+                    if not self.key_padding.any():
+                        self.key_padding = None
+            newest = [generated[i][-1] if generated[i] else contexts[i][-1] for i in active]
+            newest = torch.tensor(newest, dtype=torch.long, device=device).unsqueeze(1)  # [b, 1]
+            positions = [len(contexts[i]) + len(generated[i]) - 1 for i in active]
+            positions = torch.tensor(positions, dtype=torch.long, device=device).unsqueeze(1)  # [b, 1]
+            mask = None
+            if self.key_padding is not None:
+                self.key_padding = F.pad(self.key_padding, (0, 1), value=False)  # [b, t + 1]
+                mask = self.key_padding[:, None, None, :]  # [b, 1, 1, t + 1]
+            with torch.inference_mode():
+                logits = lm.model(newest, positions, mask, kv_cache=self.cache)[:, -1]  # [b, padded vocab]
+        self.rows = list(active)
+        lm.forward_rows += len(active)
+        return logits[:, : lm.vocab_size].float().argmax(dim=-1).tolist()
+
+    def _prefill(self, sequences: list[list[int]]) -> torch.Tensor:
+        """Run the left-padded contexts; logits of each row's last token [b, padded vocab]."""
+        lm, device = self.lm, self.lm._device
+        lengths = [len(seq) for seq in sequences]
+        width = max(lengths)
+        self.cache.capacity = width + self.max_new_tokens - 1  # the last new token is never run
+        tokens = torch.full((len(sequences), width), lm.eot_token_id, dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            tokens[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        pad = width - torch.tensor(lengths).unsqueeze(1)  # [b, 1] padding tokens per row
+        positions = (torch.arange(width).unsqueeze(0) - pad).clamp(min=0)  # [b, width]
+        mask = None
+        if min(lengths) < width:
+            self.key_padding = (torch.arange(width).unsqueeze(0) < pad).to(device)  # [b, width]
+            eye = torch.eye(width, dtype=torch.bool, device=device)
+            future = torch.ones(width, width, dtype=torch.bool, device=device).triu(1)
+            mask = ((future | self.key_padding[:, None, :]) & ~eye).unsqueeze(1)  # [b, 1, width, width]
+        with torch.inference_mode():
+            logits = lm.model(tokens.to(device), positions.to(device), mask, kv_cache=self.cache)
+        return logits[:, -1]  # [b, padded vocab]
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------

@@ -181,6 +181,28 @@ def test_generate_until_greedy_matches_direct(lm):
         assert text == lm.tokenizer.detokenize(_greedy_direct(lm, ids, 6))
 
 
+def test_cached_generation_equals_recomputation_with_padding_and_sliding_window(lm):
+    """KV-cached decoding (left-padded batch, rows finishing early) gives the tokens of recomputing every step;
+    max_gen_toks >= L slides the window (recomputation from then on), as the direct loop does."""
+    recompute = MegatronLM(lm.model, lm.tokenizer, max_length=L, micro_batch_size=4)
+    recompute._kv_cache = False
+    assert lm._kv_cache
+    long_text = lm.tokenizer.detokenize(_words(lm, 45))
+    ctxs = ["The module defines the", "Return", "Open the file and read the lines", "", long_text,
+            "A path"]
+    for kwargs in (dict(until=["\u2603"], max_gen_toks=7), dict(until=["__", "that"], max_gen_toks=6),
+                   dict(until=["\u2603"], max_gen_toks=40)):  # rows stopping early leave the cache
+        reqs = [_gen_req(c, **kwargs) for c in ctxs]
+        rows = (lm.forward_rows, recompute.forward_rows)
+        got = lm.generate_until(reqs)
+        assert got == recompute.generate_until(reqs)
+        assert lm.forward_rows - rows[0] == recompute.forward_rows - rows[1]
+    max_gen = 40  # the sliding window: contexts cut to L, then each step reads the last L tokens
+    for ctx, text in zip(ctxs[:3], got[:3]):
+        ids = lm.tokenizer.tokenize(ctx)[-L:]
+        assert text == lm.tokenizer.detokenize(_greedy_direct(lm, ids, max_gen))
+
+
 @pytest.fixture
 def scripted(lm):
     """Hooks on the model: next token after ` the`->` of`->` and`->` to`->EOD, anything else -> ` the`;
