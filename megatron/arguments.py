@@ -74,6 +74,12 @@ def _training_args(p: argparse.ArgumentParser) -> None:
                    help="Exit (after saving) when the iteration is divisible by this value.")
     g.add_argument("--exit-duration-in-mins", type=int, default=None,
                    help="Exit (after saving) once training ran this many minutes.")
+    g.add_argument("--exit-signal-handler", dest="exit_signal_handler", action="store_true", default=True,
+                   help="On SIGTERM (pre-emption) or SIGINT (Ctrl-C) finish the current step, save a checkpoint "
+                        "if --save is set, print one line and exit with status 128 + signal (143 SIGTERM, "
+                        "130 SIGINT); a second signal exits at once. On by default.")
+    g.add_argument("--no-exit-signal-handler", dest="exit_signal_handler", action="store_false",
+                   help="Leave SIGTERM/SIGINT to their defaults (killed at once, no checkpoint).")
     g.add_argument("--skip-train", action="store_true", help="Only evaluate; do not train.")
     g.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
                    help="adam = torch AdamW (decoupled decay, as Megatron); sgd = torch SGD with momentum.")
@@ -136,6 +142,10 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="Load model weights only; reset iteration, optimizer, scheduler and RNG.")
     g.add_argument("--exit-on-missing-checkpoint", action="store_true",
                    help="With --load: fail instead of starting from scratch when no checkpoint exists.")
+    g.add_argument("--overwrite-save", action="store_true",
+                   help="Allow --save into a directory that holds a checkpoint this run does not resume (another "
+                        "model's, or this model's without --load of that directory). Without it such a run stops at "
+                        "start-up: saving there would overwrite steps and move `latest` backwards.")
 
 
 def _precision_args(p: argparse.ArgumentParser) -> None:

@@ -27,13 +27,20 @@ logger = logging.getLogger("megatron.training")
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run an entry point: a UsageError/ConfigError becomes `error: <message>` on stderr and exit status 2."""
+    """Run an entry point: a UsageError/ConfigError becomes `error: <message>` on stderr and exit status 2.
+
+    A run stopped by SIGTERM/SIGINT (``--exit-signal-handler``: ``TrainResult.exit_signal``) exits with
+    128 + signal: 143 for SIGTERM, 130 for SIGINT. In-process callers of ``main`` get the TrainResult instead.
+    """
     try:
-        main()
+        result = main()
     except (UsageError, ConfigError) as e:
         sys.stderr.write(f"error: {e}\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
+    if isinstance(result, TrainResult) and result.exit_status:
+        sys.stdout.flush()
+        raise SystemExit(result.exit_status)
 
 
 def _log_arguments(args: argparse.Namespace) -> None:

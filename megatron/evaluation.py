@@ -53,6 +53,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--vocab-file", default=None, help="tokenizer vocab (default: training's)")
     ap.add_argument("--merge-file", default=None, help="BPE merges (default: training's)")
     ap.add_argument("--tokenizer-model", default=None, help="SentencePiece model (default: training's)")
+    ap.add_argument("--allow-tokenizer-override", action="store_true",
+                    help="accept --tokenizer-type/--vocab-file/--merge-file/--tokenizer-model that differ from the "
+                         "checkpoint's (refused without it: another tokenizer maps text to other ids)")
     ap.add_argument("--data-cache-path", default=None, help="directory for index-map caches (default: training's)")
     ap.add_argument("--results-path", default=None, help="also write the results as JSON to this file")
     return ap
@@ -87,6 +90,24 @@ def atomic_write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _check_tokenizer_override(cli: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """Refuse tokenizer flags that differ from the checkpoint's, unless --allow-tokenizer-override."""
+    from megatron.inference import resolve_checkpoint
+    from megatron.training.run_identity import read_client, tokenizer_differences
+
+    keys = ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_model")
+    if cli.allow_tokenizer_override or all(overrides[k] is None for k in keys):
+        return
+    tag, _ = resolve_checkpoint(cli.load, cli.load_tag)
+    client = read_client(cli.load, tag)
+    if client is None:
+        return  # load_for_inference reports the unreadable checkpoint
+    diffs = tokenizer_differences(client, {k: overrides[k] for k in keys})
+    if diffs:
+        raise EvalError(f"--load {cli.load}: the tokenizer differs from the checkpoint's ({'; '.join(diffs)}); "
+                        "pass --allow-tokenizer-override if you mean it")
+
+
 def run(argv: Sequence[str] | None = None, *, prog: str = "evaluate", family: str | None = None,
         description: str | None = None) -> dict[str, Any]:
     """Evaluate as the command line says; returns the results dict (also printed / written).
@@ -103,6 +124,7 @@ def run(argv: Sequence[str] | None = None, *, prog: str = "evaluate", family: st
                  "micro_batch_size": cli.micro_batch_size, "global_batch_size": cli.global_batch_size,
                  "tokenizer_type": cli.tokenizer_type, "vocab_file": cli.vocab_file, "merge_file": cli.merge_file,
                  "tokenizer_model": cli.tokenizer_model, "data_cache_path": cli.data_cache_path}
+    _check_tokenizer_override(cli, overrides)
     loaded = load_for_inference(cli.load, overrides, tag=cli.load_tag,
                                 dtype=torch.float32 if cli.eval_fp32 else None)
     config, spec = loaded.config, loaded.spec

@@ -144,7 +144,7 @@ def load_deepspeed_json(path: str) -> dict[str, Any]:
 
 def default_steps(ds_config: Mapping[str, Any], source: str | None = None) -> int:
     """1.1 x the longest enabled schedule (curriculum total/last discrete step, random-LTD require_steps)."""
-    settings = parse_deepspeed_config(ds_config, source)
+    settings = parse_deepspeed_config(ds_config, source, check_index_files=False)  # schedules only
     lengths = []
     cl = settings.data_efficiency.data_sampling.curriculum_learning
     schedules = [m.schedule for m in cl.metrics] if cl.enabled else []
@@ -177,7 +177,7 @@ def schedule_series(ds_config: Mapping[str, Any], steps: int, *, source: str | N
     """
     if steps < 1:
         raise PlotError(f"--steps must be >= 1, got {steps}")
-    settings = parse_deepspeed_config(ds_config, source)
+    settings = parse_deepspeed_config(ds_config, source, check_index_files=False)  # schedules only
     x = np.arange(1, steps + 1, dtype=np.int64)
     series: dict[str, Series] = {}
     seqlen: np.ndarray | None = None

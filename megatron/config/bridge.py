@@ -149,13 +149,15 @@ def build_configs(args: argparse.Namespace, tokenizer: _Tokenizer, world_size: i
         train_tokens=args.train_tokens, seq_length=seq, seed=args.seed, precision=eng.precision,
         zero_stage=eng.zero_stage, eval_interval=args.eval_interval, eval_iters=args.eval_iters,
         exit_interval=args.exit_interval, exit_duration_in_mins=args.exit_duration_in_mins,
+        exit_signal_handler=bool(getattr(args, "exit_signal_handler", False)),
         skip_train=args.skip_train, distributed_backend=args.distributed_backend,
         distributed_timeout_minutes=args.distributed_timeout_minutes)
     checkpoint = CheckpointConfig(
         save=args.save, save_interval=args.save_interval, load=args.load, load_tag=args.load_tag,
         no_save_rng=bool(args.no_save_rng), no_load_optim=bool(args.no_load_optim),
         no_load_rng=bool(args.no_load_rng), finetune=args.finetune,
-        exit_on_missing_checkpoint=args.exit_on_missing_checkpoint)
+        exit_on_missing_checkpoint=args.exit_on_missing_checkpoint,
+        overwrite_save=bool(getattr(args, "overwrite_save", False)))
     logging_cfg = LoggingConfig(**{f: getattr(args, f) for f in LoggingConfig.__dataclass_fields__})
     ds_dict = deepspeed_json.build_deepspeed_dict(
         eng, ds_json, fp16_loss_scale=args.loss_scale, fp16_initial_loss_scale=args.initial_loss_scale,

@@ -271,6 +271,8 @@ class TrainingConfig:
     """Exit after an iteration divisible by this."""
     exit_duration_in_mins: int | None = None
     """Exit after this many minutes of training."""
+    exit_signal_handler: bool = False
+    """Stop after the current step on SIGTERM/SIGINT, save, exit 128 + signal (``--exit-signal-handler``)."""
     skip_train: bool = False
     """Evaluate only."""
     distributed_backend: str | None = None
@@ -307,6 +309,8 @@ class CheckpointConfig:
     """Load weights only; restart iteration, optimizer, schedule and RNG."""
     exit_on_missing_checkpoint: bool = False
     """Fail when --load holds no checkpoint."""
+    overwrite_save: bool = False
+    """Allow --save into a directory holding a checkpoint this run does not resume (``--overwrite-save``)."""
 
 
 @dataclass(frozen=True)

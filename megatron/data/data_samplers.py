@@ -115,6 +115,15 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor
     return out
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGINT/SIGTERM (Ctrl-C and schedulers signal the whole process
+    group); the main process decides when to stop (``--exit-signal-handler``) and shuts its workers down."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def build_pretraining_data_loader(
     dataset: Any,
     consumed_samples: int,
@@ -140,4 +149,5 @@ def build_pretraining_data_loader(
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_samples,
         pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )

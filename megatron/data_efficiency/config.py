@@ -17,6 +17,7 @@ import copy
 import difflib
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -395,7 +396,40 @@ def _parse_metric(name: str, block: Any, path: str, source: str | None) -> Curri
     return CurriculumMetricConfig(name, dtype, ctype, schedule, sample_path, metric_path)
 
 
-def _parse_curriculum(block: Any, path: str, source: str | None) -> CurriculumLearningConfig:
+def _missing_index_file(prefix: str) -> str | None:
+    """The first of ``prefix.idx`` / ``prefix.bin`` that is not a file, or None when both exist."""
+    for ext in (".idx", ".bin"):
+        if not os.path.isfile(prefix + ext):
+            return prefix + ext
+    return None
+
+
+def _check_metric_is_real(sec: _Section, m: CurriculumMetricConfig, path: str) -> None:
+    """A metric other than seqlen_truncate / seqlen_reshape must name analyzer files that exist.
+
+    Without this a misspelled ``seqlen_trunc`` with ``"dummy"`` paths (single_cluster) would be accepted and do
+    nothing, while every log line shows its difficulty.
+    """
+    needed = [("index_to_sample_path", m.index_to_sample_path)]
+    if m.difficulty_type == "value":
+        needed.append(("index_to_metric_path", m.index_to_metric_path))
+    for key, prefix in needed:
+        if prefix is None:
+            reason = f"{key} is not given"
+        else:
+            missing = _missing_index_file(prefix)
+            if missing is None:
+                continue
+            reason = f"{key} {prefix!r} is not an analyzer output ({missing} not found)"
+        close = difflib.get_close_matches(m.name, tuple(SEQLEN_METRICS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        sec.fail(path, f"curriculum metric {m.name!r}{hint} is neither seqlen_truncate nor seqlen_reshape (the only "
+                       f"metrics that work without index files), so it needs the data analyzer's index files, but "
+                       f"{reason}")
+
+
+def _parse_curriculum(block: Any, path: str, source: str | None, seq_length: int | None = None,
+                      check_index_files: bool = True) -> CurriculumLearningConfig:
     sec = _Section(block, path, source, _CL_KEYS)
     enabled = sec.get_bool("enabled", False)
     cluster_path = sec.get_str("data_cluster_path", None)
@@ -410,17 +444,30 @@ def _parse_curriculum(block: Any, path: str, source: str | None) -> CurriculumLe
         seq = [m.name for m in metrics if m.name in SEQLEN_METRICS]
         if len(seq) > 1:
             sec.fail(mpath, f"at most one of seqlen_truncate / seqlen_reshape may be used, got {', '.join(seq)}")
+        if enabled:  # a disabled block is validated, but its files are not read and --seq-length does not apply
+            for m in metrics:
+                mp = f"{mpath}.{m.name}"
+                if m.name not in SEQLEN_METRICS:
+                    if check_index_files:
+                        _check_metric_is_real(sec, m, mp)
+                elif seq_length is not None and m.schedule.max_difficulty > seq_length:
+                    sec.fail(f"{mp}.max_difficulty", f"is {m.schedule.max_difficulty} but --seq-length is "
+                                                     f"{seq_length}; expected max_difficulty <= seq_length")
     elif enabled:
         sec.fail(sec.key_path("curriculum_metrics"), "required when curriculum_learning is enabled")
     return CurriculumLearningConfig(enabled, cluster_path, tuple(metrics))
 
 
 def parse_data_efficiency_config(ds_config: Mapping[str, Any], source: str | None = None, *,
-                                 num_layers: int | None = None, seq_length: int | None = None) -> DataEfficiencyConfig:
+                                 num_layers: int | None = None, seq_length: int | None = None,
+                                 check_index_files: bool = True) -> DataEfficiencyConfig:
     """Parse ``ds_config['data_efficiency']`` (absent → defaults); ``source`` names the JSON file in errors.
 
     ``random_ltd`` is validated by :func:`random_ltd_config.parse_random_ltd_config` (cross-checked against
-    ``num_layers`` / ``seq_length`` when given) and stored as its ``RandomLTDConfig``.
+    ``num_layers`` / ``seq_length`` when given) and stored as its ``RandomLTDConfig``. In an enabled curriculum,
+    a ``seqlen_truncate`` / ``seqlen_reshape`` max_difficulty must not exceed ``seq_length`` (when given), and
+    every other metric must name analyzer index files that exist (``{prefix}.idx`` and ``.bin``; skipped with
+    ``check_index_files=False``, for tools that only read the schedules) — else one error with a did-you-mean.
     """
     if "data_efficiency" not in ds_config:
         return DataEfficiencyConfig()
@@ -433,7 +480,8 @@ def parse_data_efficiency_config(ds_config: Mapping[str, Any], source: str | Non
         ds = _Section(de.data["data_sampling"], de.key_path("data_sampling"), source, _SAMPLING_KEYS)
         curriculum = CurriculumLearningConfig()
         if ds.has("curriculum_learning"):
-            curriculum = _parse_curriculum(ds.data["curriculum_learning"], ds.key_path("curriculum_learning"), source)
+            curriculum = _parse_curriculum(ds.data["curriculum_learning"], ds.key_path("curriculum_learning"), source,
+                                           seq_length=seq_length, check_index_files=check_index_files)
         dyn: dict[str, Any] = {}
         if ds.has("dynamic_batching"):
             db = _Section(ds.data["dynamic_batching"], ds.key_path("dynamic_batching"), source,
@@ -479,12 +527,17 @@ def parse_legacy_curriculum_config(ds_config: Mapping[str, Any], source: str | N
 
 
 def parse_deepspeed_config(ds_config: Mapping[str, Any], source: str | None = None, *,
-                           num_layers: int | None = None, seq_length: int | None = None) -> DataEfficiencySettings:
-    """Parse both data-efficiency blocks of a DeepSpeed JSON dict; reject enabling both curricula at once."""
+                           num_layers: int | None = None, seq_length: int | None = None,
+                           check_index_files: bool = True) -> DataEfficiencySettings:
+    """Parse both data-efficiency blocks of a DeepSpeed JSON dict; reject enabling both curricula at once.
+
+    See :func:`parse_data_efficiency_config` for ``seq_length`` and ``check_index_files``.
+    """
     if not isinstance(ds_config, Mapping):
         prefix = f"{source}: " if source else ""
         raise DataEfficiencyConfigError(f"{prefix}expected a JSON object at the top level, got {_describe(ds_config)}")
-    de = parse_data_efficiency_config(ds_config, source, num_layers=num_layers, seq_length=seq_length)
+    de = parse_data_efficiency_config(ds_config, source, num_layers=num_layers, seq_length=seq_length,
+                                      check_index_files=check_index_files)
     legacy = parse_legacy_curriculum_config(ds_config, source)
     if legacy.enabled and de.data_sampling.curriculum_learning.enabled:
         prefix = f"{source}: " if source else ""

@@ -22,6 +22,8 @@ import torch
 from megatron.config import ConfigError, RunConfig
 from megatron.training.data_efficiency_hooks import DataEfficiency
 from megatron.training.rng import get_rng_state
+from megatron.training.run_identity import (IDENTITY_KEY, check_resume, config_identity, describe, differences,
+                                            read_client, stored_identity)
 from megatron.training.state import TrainState
 
 logger = logging.getLogger("megatron.training")
@@ -110,6 +112,7 @@ def client_state(state: TrainState, scheduler: Any, data_eff: DataEfficiency, co
         "opt_param_scheduler": scheduler.state_dict(),
         "data_efficiency": data_eff.state_dict(),
         "args": config.args_snapshot,
+        IDENTITY_KEY: config_identity(config),
     }
     if rng_states is not None:
         out["rng_state"] = rng_states
@@ -211,7 +214,8 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
                     config: RunConfig, *, model_family: str) -> LoadedCheckpoint | None:
     """Resume from --load (collective). Restores model, optimizer, scheduler, TrainState, data-efficiency state.
 
-    A checkpoint of another model family (``model_family`` in its client state) is refused unless --finetune;
+    Without --finetune, a checkpoint whose model/tokenizer/data flags differ from this run's is refused
+    (``megatron.training.run_identity``). A checkpoint of another model family is refused unless --finetune;
     checkpoints written before the family was recorded are not checked (the engine refuses weights that do not fit).
     RNG states are returned, not applied, so that building data loaders afterwards cannot disturb them.
     Returns None when --load holds no checkpoint (fresh start) unless --exit-on-missing-checkpoint.
@@ -233,6 +237,10 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
             raise ConfigError(f"--load {load_dir}: checkpoint directory {tag} (named by `{LATEST_FILE}` or "
                               "--load-tag) does not exist")
     finetune = ck.finetune
+    if not finetune:  # refuse another model/tokenizer/data layout before the engine loads anything
+        stored = read_client(load_dir, tag)
+        if stored is not None and stored.get("model_family") in (None, model_family):  # family: checked below
+            check_resume(stored, config, f"{load_dir}/{tag}")
     _weights_only_model_states(engine)
     try:
         path, client = engine.load_checkpoint(load_dir, tag=tag,
@@ -274,3 +282,44 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
     logger.info("loaded checkpoint %s at iteration %d (consumed samples %d, tokens %d)", path, state.iteration,
                 state.consumed_train_samples, state.consumed_train_tokens)
     return LoadedCheckpoint(path=os.path.join(load_dir, tag), iteration=state.iteration, rng_state=rng)
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_save_dir(config: RunConfig, model_family: str) -> None:
+    """At start-up: refuse --save into a directory holding a checkpoint this run would not resume (ConfigError).
+
+    Allowed: no checkpoint there, --load is that directory (a resume, checked by ``check_resume``), or
+    --overwrite-save. Otherwise saving would overwrite some steps, move ``latest`` backwards and leave the other
+    run's later steps beside ours, so it is an error (not a warning: a warning scrolls away while hours of work
+    are written over), for another model and for this same model alike.
+    """
+    ck = config.checkpoint
+    save = ck.save
+    if not save or not os.path.isdir(save):
+        return
+    try:
+        tag = read_latest_tag(save)
+    except ConfigError:
+        tag = "?"
+    if tag is None or (ck.load and _same_dir(ck.load, save)):
+        return
+    if getattr(ck, "overwrite_save", False):
+        logger.warning("--save %s holds checkpoint %s of another run; writing into it (--overwrite-save)", save, tag)
+        return
+    client = read_client(save, tag) if tag != "?" else None
+    way_out = f"save elsewhere, add --load {save} to resume it, or pass --overwrite-save to write into it anyway"
+    if client is not None:
+        family = client.get("model_family")  # None: written before families were recorded
+        if family is not None and family != model_family:
+            raise ConfigError(f"--save {save} holds another run's checkpoint ({tag}, a {family} model, this run "
+                              f"trains {model_family}); {way_out}")
+        diffs = differences(stored_identity(client), config_identity(config))
+        if diffs:
+            raise ConfigError(f"--save {save} holds another run's checkpoint ({tag}) of a different model: "
+                              f"{describe(*diffs[0])}; {way_out}")
+    raise ConfigError(f"--save {save} already holds checkpoint {tag} (`latest`) and this run does not resume it "
+                      f"(--load {ck.load or 'not given'}): saving would move `latest` backwards and mix two runs' "
+                      f"steps; {way_out}")

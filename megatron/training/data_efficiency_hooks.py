@@ -211,7 +211,7 @@ class ActiveDataEfficiency:
         cl = self.curriculum
         if cl is None or not (cl.de_active and cl.use_sampler) or dataset is None or len(dataset) == 0:
             return None
-        from megatron.data.data_samplers import collate_samples
+        from megatron.data.data_samplers import collate_samples, ignore_stop_signals
 
         try:
             sampler = cl.build_sampler(len(dataset), data_parallel_rank=data_parallel_rank, drop_last=True)
@@ -220,7 +220,8 @@ class ActiveDataEfficiency:
         workers = cl.dataloader_num_workers
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                            collate_fn=collate_samples, pin_memory=torch.cuda.is_available(),
-                                           persistent_workers=workers > 0)
+                                           persistent_workers=workers > 0,
+                                           worker_init_fn=ignore_stop_signals if workers > 0 else None)
 
     # -- per micro-batch / per step ----------------------------------------------------------------------------
     def post_process(self, batch: Batch, state: TrainState) -> Batch:

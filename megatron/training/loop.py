@@ -1,8 +1,11 @@
 """train_step (DeepSpeed forward/backward/step over micro-batches), evaluate, and the training loop."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -52,7 +55,78 @@ class TrainResult:
     evaluations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     """(iteration, validation metrics) of every evaluation."""
     exit_reason: str = ""
-    """Why the loop stopped."""
+    """Why the loop stopped (``"signal SIGTERM"`` when --exit-signal-handler stopped it)."""
+    exit_signal: int | None = None
+    """The signal (SIGTERM/SIGINT) that stopped the run, if one did."""
+
+    @property
+    def exit_status(self) -> int:
+        """Process exit status for this result: 0, or 128 + the signal number (SIGINT 130, SIGTERM 143)."""
+        return 0 if self.exit_signal is None else 128 + int(self.exit_signal)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""What --exit-signal-handler catches: a scheduler's pre-emption notice and Ctrl-C."""
+
+
+class ExitSignals:
+    """Records the first SIGTERM/SIGINT so the loop stops after the current step; a second one kills at once.
+
+    On the first signal both dispositions go back to the OS default, so a second signal terminates the process
+    immediately even if the main thread is stuck in a long kernel or collective (the checkpoint writes are atomic,
+    so that is safe). Megatron's ``--exit-signal-handler`` exits with status 0; here the status is 128 + signal
+    (130 for SIGINT, 143 for SIGTERM), what a shell reports for a process the signal killed.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.handled = False
+        """The training loop acted on ``received`` (saved and reported it)."""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)  # the next one exits at once
+
+
+@contextlib.contextmanager
+def exit_signal_handler(enabled: bool) -> Iterator[ExitSignals | None]:
+    """Install the SIGTERM/SIGINT handler (main thread only) for the block; restore the previous handlers after."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    signals = ExitSignals()
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signals._handle)
+        yield signals
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def signal_exit(signals: ExitSignals | None, result: TrainResult, saved_to: str | None) -> None:
+    """After training: turn a signal caught by ``exit_signal_handler`` into ``result`` and one log line.
+
+    ``saved_to`` is the --save directory if the checkpoint of ``result.state.iteration`` was written. A no-op if
+    no signal came or the loop already reported it.
+    """
+    if signals is None or signals.received is None or signals.handled:
+        return
+    _report_signal(signals.received, result, saved_to)
+    signals.handled = True
+
+
+def _report_signal(signum: int, result: TrainResult, saved_to: str | None) -> None:
+    name = signal.Signals(signum).name
+    result.exit_signal = signum
+    result.exit_reason = f"signal {name}"
+    it = result.state.iteration
+    done = (f"saved checkpoint at iteration {it} to {saved_to}" if saved_to
+            else f"stopped at iteration {it}, no checkpoint saved (no --save)")
+    logger.info("received %s: %s; exiting with status %d", name, done, result.exit_status)
 
 
 def _is_fp32_zero0(engine: Any) -> bool:
@@ -169,15 +243,20 @@ def _current_lr(engine: Any) -> float:
     return float(engine.optimizer.param_groups[0]["lr"])
 
 
-def _all_ranks_agree(flag: bool) -> bool:
-    """True if `flag` is true on any rank (so all ranks stop together)."""
+def _all_ranks_max(value: int) -> int:
+    """The largest of every rank's `value` (one tiny all-reduce; none on a single rank)."""
     if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
-        return flag
+        return value
     from deepspeed.accelerator import get_accelerator
 
-    t = torch.tensor([1.0 if flag else 0.0], device=get_accelerator().current_device_name())
+    t = torch.tensor([float(value)], device=get_accelerator().current_device_name())
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return int(t.item())
+
+
+def _all_ranks_agree(flag: bool) -> bool:
+    """True if `flag` is true on any rank (so all ranks stop together)."""
+    return _all_ranks_max(1 if flag else 0) > 0
 
 
 def _reports_step(iteration: int, config: RunConfig) -> bool:
@@ -198,8 +277,12 @@ def budget_reached(state: TrainState, config: RunConfig) -> bool:
 def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_step: ForwardStep,
           data_eff: DataEfficiency, state: TrainState, config: RunConfig, training_logger: TrainingLogger, *,
           evaluate_fn: Callable[[], dict[str, float]], save_fn: Callable[[], None] | None,
-          result: TrainResult) -> TrainResult:
-    """Run optimizer steps until the budget, --exit-interval or --exit-duration-in-mins; eval/save on intervals."""
+          result: TrainResult, signals: ExitSignals | None = None) -> TrainResult:
+    """Run optimizer steps until the budget, --exit-interval, --exit-duration-in-mins or a caught signal.
+
+    Evaluates and saves on their intervals. With ``signals`` (--exit-signal-handler), a SIGTERM/SIGINT received on
+    any rank stops every rank after the same step, with a checkpoint if --save is set (``result.exit_signal``).
+    """
     t, ck = config.training, config.checkpoint
     start = time.time()
     engine.train()
@@ -244,6 +327,14 @@ def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_s
             save_fn()
             saved = True
         stop_reason = ""
+        # every rank takes part in this all-reduce each step (SIGTERM may reach only some ranks); SIGTERM wins
+        signum = _all_ranks_max(signals.received or 0) if signals is not None else 0
+        if signum:
+            if save_fn is not None and not saved:
+                save_fn()
+            _report_signal(signum, result, ck.save if save_fn is not None else None)
+            signals.handled = True
+            return result
         if t.exit_interval and state.iteration % t.exit_interval == 0:
             stop_reason = f"--exit-interval {t.exit_interval}"
         elif t.exit_duration_in_mins and _all_ranks_agree((time.time() - start) / 60.0 > t.exit_duration_in_mins):

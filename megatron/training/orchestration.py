@@ -12,7 +12,7 @@ import torch
 
 from megatron.config import RunConfig
 from megatron.training.data_efficiency_hooks import build_data_efficiency
-from megatron.training.loop import TrainResult, budget_reached, evaluate, train
+from megatron.training.loop import TrainResult, budget_reached, evaluate, exit_signal_handler, signal_exit, train
 from megatron.training.spec import Batch, ModelSpec
 from megatron.training.state import TrainState
 
@@ -40,6 +40,17 @@ def _build_datasets(spec: ModelSpec, config: RunConfig, tokenizer: Any, rank: in
     return datasets
 
 
+def _warn_if_evaluation_is_off(config: RunConfig, datasets: tuple[Any, Any, Any], rank: int) -> None:
+    """One start-up warning when --eval-iters/--eval-interval ask for evaluation but the validation split is empty."""
+    t = config.training
+    sizes = [0 if ds is None else len(ds) for ds in datasets]
+    if rank == 0 and t.eval_iters > 0 and t.eval_interval and sizes[1] == 0:
+        logger.warning("evaluation is off: --eval-iters %d --eval-interval %d ask for it, but the validation split is "
+                       "empty (--split %s gives train/valid/test = %d/%d/%d samples); give the validation split a "
+                       "share in --split (e.g. 949,50,1) or use a larger corpus", t.eval_iters, t.eval_interval,
+                       config.data.split, *sizes)
+
+
 def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
     """Train ``spec``'s model as ``config`` says, on the DeepSpeed engine; returns the run's history.
 
@@ -50,12 +61,14 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
     from megatron.training.engine import setup_model_and_optimizer
     from megatron.training.initialize import initialize_distributed, set_random_seed
     from megatron.training.rng import set_rng_state
+    from megatron.training.checkpointing import check_save_dir
     from megatron.training.training_log import TrainingLogger
 
     t = config.training
     initialize_distributed(t.distributed_backend, t.distributed_timeout_minutes)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     try:
+        check_save_dir(config, spec.name)  # before any work: --save must not hold a checkpoint we would not resume
         data_eff = build_data_efficiency(config, spec.batch_layout, spec.data_post_process, rank=rank)
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -79,6 +92,7 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
         except ValueError as e:
             raise UsageError(str(e)) from e
     train_ds, valid_ds, test_ds = _build_datasets(spec, config, tokenizer, rank)
+    _warn_if_evaluation_is_off(config, (train_ds, valid_ds, test_ds), rank)
     try:
         train_loader = data_eff.train_data_loader(train_ds, data_parallel_rank=rank)  # curriculum sampler
         if train_loader is None:
@@ -111,22 +125,26 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
         return evaluate(engine, valid_loader if split == "validation" else test_loader, spec.forward_step, config)
 
     try:
-        if not t.skip_train and not budget_reached(state, config):
-            if train_iter is None:
-                raise UsageError("the train split is empty: check --split and --data-path")
-            train(engine, scheduler, train_iter, spec.forward_step, data_eff, state, config, training_logger,
-                  evaluate_fn=lambda: run_eval("validation"), save_fn=save if config.checkpoint.save else None,
-                  result=result)
-        if not result.exit_reason.startswith("--exit"):
-            for label in ("validation", "test"):
-                metrics = run_eval(label)
-                if metrics:
-                    training_logger.validation(state, metrics, split=label,
-                                               when=f"the end of training (iteration {state.iteration})")
-                    if label == "validation":
-                        result.evaluations.append((state.iteration, metrics))
-        if config.checkpoint.save and state.iteration > 0:
-            save()
+        # --exit-signal-handler: SIGTERM/SIGINT stop after the current step (saved); restored when training ends
+        with exit_signal_handler(t.exit_signal_handler) as signals:
+            if not t.skip_train and not budget_reached(state, config):
+                if train_iter is None:
+                    raise UsageError("the train split is empty: check --split and --data-path")
+                train(engine, scheduler, train_iter, spec.forward_step, data_eff, state, config, training_logger,
+                      evaluate_fn=lambda: run_eval("validation"), save_fn=save if config.checkpoint.save else None,
+                      result=result, signals=signals)
+            if not result.exit_reason.startswith(("--exit", "signal")):
+                for label in ("validation", "test"):
+                    metrics = run_eval(label)
+                    if metrics:
+                        training_logger.validation(state, metrics, split=label,
+                                                   when=f"the end of training (iteration {state.iteration})")
+                        if label == "validation":
+                            result.evaluations.append((state.iteration, metrics))
+            if config.checkpoint.save and state.iteration > 0:
+                save()
+            # a signal that came after the last step (final evaluation/save): report it, exit 128 + signal
+            signal_exit(signals, result, config.checkpoint.save if last_saved[0] == state.iteration else None)
     finally:
         training_logger.close()
     return result

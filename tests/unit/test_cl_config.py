@@ -9,12 +9,26 @@ from megatron.data_efficiency.config import (DataEfficiencyConfigError, parse_da
 from megatron.data_efficiency.random_ltd_config import RandomLTDConfig
 
 CL = "data_efficiency.data_sampling.curriculum_learning"
+# An enabled curriculum's analyzed metrics must name analyzer files that exist: relative prefixes, created (empty:
+# only their existence is checked at parse time) in each test's own directory by the autouse fixture below.
+VOC_SAMPLES = "vocab_rarity/vocab_rarity_index_to_sample_percentile_merged"
+VOC_METRIC = "vocab_rarity/vocab_rarity_index_to_metric"
+
+
+@pytest.fixture(autouse=True)
+def analyzer_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vocab_rarity").mkdir()
+    for prefix in (VOC_SAMPLES, VOC_METRIC):
+        for ext in (".idx", ".bin"):
+            (tmp_path / (prefix + ext)).touch()
+    return tmp_path
 
 
 def metric(**overrides):
     block = {
-        "index_to_sample_path": "/data/vocab_rarity/vocab_rarity_index_to_sample_percentile_merged",
-        "index_to_metric_path": "/data/vocab_rarity/vocab_rarity_index_to_metric",
+        "index_to_sample_path": VOC_SAMPLES,
+        "index_to_metric_path": VOC_METRIC,
         "difficulty_type": "percentile",
         "clustering_type": "schedule_based",
         "min_difficulty": 1,
@@ -241,3 +255,65 @@ def test_strip_blocks_before_deepspeed_initialize():
 
 def test_not_an_object():
     assert "data_efficiency: expected a JSON object, got a list" in error_of({"data_efficiency": []})
+
+
+def seqlen_only(name, **overrides):
+    block = truncate_metric()
+    block.update(overrides)
+    return {"data_efficiency": {"data_sampling": {"curriculum_learning": {
+        "enabled": True, "curriculum_metrics": {name: block}}}}}
+
+
+def test_misspelled_seqlen_metric_with_dummy_paths_is_one_error_with_suggestion():
+    msg = error_of(seqlen_only("seqlen_trunc"), "ds_config.json")
+    assert msg.startswith(f"ds_config.json: {CL}.curriculum_metrics.seqlen_trunc: curriculum metric 'seqlen_trunc' "
+                          "(did you mean seqlen_truncate?) is neither seqlen_truncate nor seqlen_reshape")
+    assert "index_to_sample_path 'dummy' is not an analyzer output (dummy.idx not found)" in msg
+    assert "(did you mean seqlen_reshape?)" in error_of(seqlen_only("seqlen_reshap"))
+    # a free name with no close match: the same error, without a suggestion
+    msg = error_of(seqlen_only("rarity"))
+    assert "curriculum metric 'rarity' is neither" in msg and "did you mean" not in msg
+    # the two seqlen metrics still take dummy paths
+    for name in ("seqlen_truncate", "seqlen_reshape"):
+        parse_deepspeed_config(seqlen_only(name), seq_length=2048)
+    # a disabled block is validated, but its index files are not required
+    cfg = seqlen_only("seqlen_trunc")
+    cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["enabled"] = False
+    parse_deepspeed_config(cfg)
+    # tools that only read the schedules may skip the file check
+    parse_deepspeed_config(seqlen_only("seqlen_trunc"), check_index_files=False)
+
+
+def test_analyzed_metric_needs_existing_index_files(analyzer_files):
+    cfg = template()
+    metrics = cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["curriculum_metrics"]
+    metrics["voc"]["index_to_sample_path"] = "vocab_rarity/vocab_rarity_index_to_sample"  # unmerged: not written
+    msg = error_of(cfg)
+    assert f"{CL}.curriculum_metrics.voc: curriculum metric 'voc' is neither" in msg
+    assert "vocab_rarity/vocab_rarity_index_to_sample.idx not found" in msg and "did you mean" not in msg
+    # value mode also reads index_to_metric_path: its .bin must exist too
+    cfg = template()
+    metrics = cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["curriculum_metrics"]
+    metrics["voc"].update(difficulty_type="value", min_difficulty=1, max_difficulty=10)
+    (analyzer_files / (VOC_METRIC + ".bin")).unlink()
+    assert f"index_to_metric_path '{VOC_METRIC}' is not an analyzer output ({VOC_METRIC}.bin not found)" \
+        in error_of(cfg)
+    # percentile mode does not read index_to_metric_path
+    cfg = template()
+    parse_deepspeed_config(cfg)
+    # a single_cluster analyzed metric without paths is refused too (it would do nothing)
+    cfg = seqlen_only("voc", clustering_type="single_cluster")
+    del cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["curriculum_metrics"]["voc"][
+        "index_to_sample_path"]
+    assert "but index_to_sample_path is not given" in error_of(cfg)
+
+
+def test_seqlen_max_difficulty_above_seq_length_is_an_error():
+    with pytest.raises(DataEfficiencyConfigError) as info:
+        parse_deepspeed_config(seqlen_only("seqlen_truncate", max_difficulty=4096), "ds.json", seq_length=2048)
+    assert str(info.value) == (f"ds.json: {CL}.curriculum_metrics.seqlen_truncate.max_difficulty: is 4096 but "
+                               "--seq-length is 2048; expected max_difficulty <= seq_length")
+    with pytest.raises(DataEfficiencyConfigError, match="seqlen_reshape.max_difficulty: is 2049 but --seq-length"):
+        parse_deepspeed_config(seqlen_only("seqlen_reshape", max_difficulty=2049), seq_length=2048)
+    parse_deepspeed_config(seqlen_only("seqlen_truncate", max_difficulty=2048), seq_length=2048)  # equal: fine
+    parse_deepspeed_config(seqlen_only("seqlen_truncate", max_difficulty=4096))  # no --seq-length: not checked

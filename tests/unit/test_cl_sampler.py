@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 
 from megatron.data_efficiency.analyzer_io import write_index_file
 from megatron.data_efficiency.cluster import CurriculumDataError, MetricIndex
-from megatron.data_efficiency.config import (CurriculumLearningConfig, CurriculumMetricConfig, ScheduleConfig,
+from megatron.data_efficiency.config import (CurriculumLearningConfig, CurriculumMetricConfig, DataEfficiencyConfigError,
+                                             ScheduleConfig,
                                              parse_data_efficiency_config)
 from megatron.data_efficiency.sampler import CurriculumSampler
 
@@ -260,7 +261,7 @@ def write_analyzer_files(directory, values):
     return str(prefix) + "_index_to_sample", str(prefix) + "_index_to_metric"
 
 
-def file_config(sample_path, metric_path, cluster_dir):
+def file_config(sample_path, metric_path, cluster_dir, check_index_files=True):
     return parse_data_efficiency_config({"data_efficiency": {"seed": 99, "data_sampling": {
         "num_epochs": 2, "curriculum_learning": {"enabled": True, "data_cluster_path": cluster_dir,
                                                  "curriculum_metrics": {"voc": {
@@ -270,7 +271,8 @@ def file_config(sample_path, metric_path, cluster_dir):
                                                      "min_difficulty": 100, "max_difficulty": 1000,
                                                      "schedule_type": "fixed_linear",
                                                      "schedule_config": {"total_curriculum_step": 6,
-                                                                         "difficulty_step": 100}}}}}}})
+                                                                         "difficulty_step": 100}}}}}}},
+                                        check_index_files=check_index_files)
 
 
 def test_sampler_from_analyzer_files_and_cluster_files(tmp_path, caplog):
@@ -301,7 +303,11 @@ def test_sampler_from_analyzer_files_and_cluster_files(tmp_path, caplog):
 
 
 def test_missing_or_corrupt_index_files_name_the_config_key(tmp_path):
-    cfg = file_config(str(tmp_path / "nope"), str(tmp_path / "nope2"), None)
+    # the config parser refuses missing analyzer files first; the sampler's own check stays for configs parsed
+    # without it (check_index_files=False)
+    with pytest.raises(DataEfficiencyConfigError, match=r"curriculum_metrics\.voc: .*nope\.idx not found"):
+        file_config(str(tmp_path / "nope"), str(tmp_path / "nope2"), None)
+    cfg = file_config(str(tmp_path / "nope"), str(tmp_path / "nope2"), None, check_index_files=False)
     with pytest.raises(CurriculumDataError, match=r"curriculum_metrics\.voc\.index_to_sample_path: .*nope\.idx: "
                                                   r"index file not found"):
         CurriculumSampler.from_config(cfg, 100, 4)

@@ -142,12 +142,33 @@ def pretrain_argv(command: list[str]) -> list[str]:
     return command[position + 1:]
 
 
+def stub_analysis_outputs(ds_config_path: str) -> None:
+    """Empty ``{prefix}.idx/.bin`` for every analyzer index the JSON's enabled curriculum names (not ``dummy``).
+
+    The parser requires an analyzed metric's index files to exist (only their existence is checked then; the
+    real run script refuses missing analysis before launching). The dry runs have no analysis; the training
+    wiring below gets in-memory indexes where it needs contents."""
+    with open(ds_config_path) as f:
+        ds_json = json.load(f)
+    cl = ds_json.get("data_efficiency", {}).get("data_sampling", {}).get("curriculum_learning", {})
+    if not cl.get("enabled"):
+        return
+    for block in cl.get("curriculum_metrics", {}).values():
+        for key in ("index_to_sample_path", "index_to_metric_path"):
+            prefix = block.get(key)
+            if prefix and prefix != "dummy":
+                Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+                for ext in (".idx", ".bin"):
+                    Path(prefix + ext).touch()
+
+
 def check_pretrain_command(argv: list[str], world_size: int, monkeypatch: pytest.MonkeyPatch):
     """parse_args (no unknown flags) + validate_args + build_configs + both config parsers; returns the pieces."""
     args = parse_args(argv)
     if args.fp16:  # the recipes target GPUs: DeepSpeed refuses fp16 on CPU only
         monkeypatch.setattr(deepspeed_json, "accelerator_name", lambda: "cuda")
     validate_args(args, world_size)
+    stub_analysis_outputs(args.deepspeed_config)
     config = build_configs(args, TOKENIZER, world_size)
     with open(args.deepspeed_config) as f:
         ds_json = json.load(f)
@@ -340,7 +361,8 @@ def test_templates_fill_completely_and_hold_only_known_keys(num_metrics, tmp_pat
     assert set(de["data_routing"]) == {"enabled", "random_ltd"}
     assert set(de["data_sampling"]) == {"enabled", "num_workers", "curriculum_learning"}
     assert set(de["data_sampling"]["curriculum_learning"]) == {"enabled", "data_cluster_path", "curriculum_metrics"}
-    settings = parse_deepspeed_config(ds_json, source=str(ds_path), num_layers=24, seq_length=2048)
+    settings = parse_deepspeed_config(ds_json, source=str(ds_path), num_layers=24, seq_length=2048,
+                                      check_index_files=False)  # the fill is checked here, not the /idx files
     metrics = settings.data_efficiency.data_sampling.curriculum_learning.metrics
     assert [m.name for m in metrics] == [f"m{n}" for n in range(1, num_metrics + 1)]
     for n, m in enumerate(metrics, 1):

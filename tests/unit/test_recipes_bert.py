@@ -35,6 +35,7 @@ from megatron.specs.bert import BERT_SPEC, bert_options
 from megatron.training.data_efficiency_hooks import ActiveDataEfficiency, NoDataEfficiency, build_data_efficiency
 from megatron.training.state import TrainState
 from test_recipes import (TOP_LEVEL_KEYS, _load_analyzer_cli, check_with_deepspeed, dry_run, run_script_blocks,
+                          stub_analysis_outputs,
                           with_active_blocks)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +138,7 @@ def check_pretrain_command(argv: list[str], world_size: int, monkeypatch: pytest
     if args.fp16:  # the recipes target GPUs: DeepSpeed refuses fp16 on CPU only
         monkeypatch.setattr(deepspeed_json, "accelerator_name", lambda: "cuda")
     validate_args(args, world_size)
+    stub_analysis_outputs(args.deepspeed_config)
     config = build_configs(args, TOKENIZER, world_size)
     with open(args.deepspeed_config) as f:
         ds_json = json.load(f)
@@ -384,7 +386,8 @@ def test_templates_fill_completely_and_match_the_gpt_convention(num_metrics, tmp
     assert not re.search(r"CONFIG_[A-Z0-9_]+", text)
     ds_json = json.loads(text)
     assert set(ds_json) == TOP_LEVEL_KEYS
-    settings = parse_deepspeed_config(ds_json, source=str(ds_path), num_layers=24, seq_length=SEQ)
+    settings = parse_deepspeed_config(ds_json, source=str(ds_path), num_layers=24, seq_length=SEQ,
+                                      check_index_files=False)  # the fill is checked here, not the /idx files
     metrics = settings.data_efficiency.data_sampling.curriculum_learning.metrics
     assert [m.name for m in metrics] == [f"m{n}" for n in range(1, num_metrics + 1)]
     for n, m in enumerate(metrics, 1):

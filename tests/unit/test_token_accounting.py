@@ -39,7 +39,7 @@ def de_config(metrics, legacy=None):
         "enabled": True, "curriculum_metrics": metrics}}}}
     if legacy is not None:
         cfg = {"curriculum_learning": legacy}
-    return parse_deepspeed_config(cfg)
+    return parse_deepspeed_config(cfg, check_index_files=False)  # "x"/"y": the tests pass in-memory indexes
 
 
 def seqlen_metric(name, lo=8, hi=32, total=3):
