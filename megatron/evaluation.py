@@ -108,6 +108,26 @@ def _check_tokenizer_override(cli: argparse.Namespace, overrides: dict[str, Any]
                         "pass --allow-tokenizer-override if you mean it")
 
 
+def _embedding_rows(model: Any) -> int | None:
+    """Rows of the model's word-embedding table (the ids it can look up), None if it has none by that name."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "word_embeddings" and isinstance(module, torch.nn.Embedding):
+            return int(module.num_embeddings)
+    return None
+
+
+def _check_ids_fit_embedding(loaded: Any) -> None:
+    """The spec checks the data's ids against the configured padded vocab; the weights loaded may have fewer rows
+    (an old checkpoint, a tokenizer override): check against those too, so an id past them is one error line
+    instead of an IndexError deep in the forward."""
+    from megatron.data.validation import check_token_ids, data_prefixes
+
+    rows = _embedding_rows(loaded.model)
+    if rows is None or rows >= loaded.config.model.padded_vocab_size or not loaded.config.data.data_path:
+        return
+    check_token_ids(data_prefixes(loaded.config.data.data_path), rows)
+
+
 def run(argv: Sequence[str] | None = None, *, prog: str = "evaluate", family: str | None = None,
         description: str | None = None) -> dict[str, Any]:
     """Evaluate as the command line says; returns the results dict (also printed / written).
@@ -131,6 +151,7 @@ def run(argv: Sequence[str] | None = None, *, prog: str = "evaluate", family: st
     if family is not None and spec.name != family:
         raise EvalError(f"--load {cli.load}: a {spec.name} checkpoint; {prog} evaluates {family} checkpoints")
     spec.validate_data(config, loaded.tokenizer)
+    _check_ids_fit_embedding(loaded)
     t, d = config.training, config.data
     wanted = ["valid", "test"] if cli.eval_split == "both" else [cli.eval_split]
     n = 1 if cli.full_split else t.eval_iters * t.global_batch_size  # 1 sample = one epoch of the split

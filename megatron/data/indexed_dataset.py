@@ -32,7 +32,9 @@ The legacy non-mmap "TNTIDX" format is not supported; re-run ``tools/preprocess_
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -233,6 +235,41 @@ class _Index:
             f".bin size match {other} ({other.itemsize}-byte items): the file was written with {_TABLE_NAMES[other_name]}'s "
             f"dtype table. Open it with MMapIndexedDataset(prefix, dtype_table={other_name!r})"
         )
+
+
+_TEMP_SUFFIX_RE = re.compile(r"\.[a-z0-9_]{8}\.tmp")
+"""What ``tempfile.mkstemp(prefix=name + ".", suffix=".tmp")`` appends to ``name``: 8 random characters."""
+
+
+def stale_temp_files(path: str) -> list[str]:
+    """Temp files written for ``path`` (``{path}.XXXXXXXX.tmp``, the writers' mkstemp naming) that exist now."""
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names
+                  if n.startswith(base) and _TEMP_SUFFIX_RE.fullmatch(n, len(base))
+                  and os.path.isfile(os.path.join(directory, n)))
+
+
+def remove_stale_temp_files(paths: Iterable[str], log: Any = None) -> list[str]:
+    """Delete the temp files a killed writer of ``paths`` left behind (see :func:`stale_temp_files`).
+
+    Call before writing ``paths`` again; each removal is logged as a warning (to ``log``, a logger, or this
+    module's). Returns the removed paths."""
+    log = log or logging.getLogger(__name__)
+    removed = []
+    for path in paths:
+        for tmp in stale_temp_files(path):
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                continue
+            removed.append(tmp)
+            log.warning("removed stale temp file %s (left by an interrupted run)", tmp)
+    return removed
 
 
 def _mkstemp_for(path: str) -> tuple[int, str]:

@@ -30,7 +30,8 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from megatron.data.indexed_dataset import MMapIndexedDatasetBuilder, best_fitting_dtype, data_file_path, index_file_path
+from megatron.data.indexed_dataset import (MMapIndexedDatasetBuilder, best_fitting_dtype, data_file_path, index_file_path,
+                                          remove_stale_temp_files)
 from megatron.data.sentence_splitter import split_sentences
 from megatron.tokenizer import AbstractTokenizer, build_tokenizer
 
@@ -350,6 +351,7 @@ def preprocess(options: PreprocessOptions, input_path: str, output_prefix: str, 
     if not os.path.isfile(input_path):
         raise BadInputError(f"--input {input_path}: file not found")
     total_bytes = os.path.getsize(input_path)
+    remove_stale_temp_files(path for p in outputs.values() for path in (data_file_path(p), index_file_path(p)))
     with contextlib.ExitStack() as stack:
         reader = _Reader(input_path, chunk_size)
         stack.callback(reader.close)
@@ -395,6 +397,10 @@ def preprocess(options: PreprocessOptions, input_path: str, output_prefix: str, 
                 bar.set_postfix_str(f"{summary.docs / elapsed:.0f} docs/s, {summary.nbytes / 1e6 / elapsed:.2f} MB/s",
                                     refresh=False)
         bar.update(total_bytes - shown_pos)
+        if summary.docs == 0:  # raised before finalize: no empty dataset is published
+            what = "is empty" if total_bytes == 0 else (
+                f"holds no document ({summary.blank_lines} blank line(s), {summary.bad_lines} bad line(s) skipped)")
+            raise BadInputError(f"--input {input_path}: the file {what}; nothing to tokenize")
         for k, p in outputs.items():
             builders[k].finalize(index_file_path(p))
     summary.seconds = time.perf_counter() - start

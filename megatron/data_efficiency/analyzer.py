@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from megatron.data.indexed_dataset import find_fit_int_dtype
+from megatron.data.indexed_dataset import data_file_path, find_fit_int_dtype, index_file_path, remove_stale_temp_files
 from megatron.data_efficiency.analyzer_io import (
     MAP_FORMAT_VERSION,
     AnalyzerError,
@@ -136,6 +136,7 @@ def map_thread(source: SampleSource, metrics: Sequence[Metric], context: MetricC
     for p in paths.values():  # an interrupted re-run must not leave the previous run's marker behind
         if os.path.exists(p["marker"]):
             os.remove(p["marker"])
+    remove_stale_temp_files((f for p in paths.values() for f in p.values()), logger)  # a killed run's temp files
     n = end - start
     ids = np.empty(n, dtype=np.int64)
     values = {m.name: np.empty(n, dtype=np.int64) for m in metrics if m.metric_type == SINGLE_VALUE}
@@ -462,6 +463,11 @@ def _reduce_accumulate(save_path: str, metric: Metric, found: list[tuple[dict[st
     return {"length": int(total.size), "min": int(total.min()), "max": int(total.max()), "value_dtype": str(dtype)}
 
 
+REDUCE_OUTPUT_KINDS = ("sample_to_metric", "index_to_sample", "index_to_metric", "index_to_sample_percentile_merged",
+                       "metric_value")
+"""The ``{save}/{m}/{m}_{kind}.bin/.idx`` files the reduce stage writes."""
+
+
 def run_reduce(save_path: str, metrics: Sequence[str | Metric], *, num_workers: int = 1, num_threads: int = 1,
                num_threads_reduce: int = 1, num_samples: int | None = None,
                show_progress: bool = True) -> dict[str, dict[str, Any]]:
@@ -472,6 +478,9 @@ def run_reduce(save_path: str, metrics: Sequence[str | Metric], *, num_workers: 
     resolved = resolve_metrics(metrics)
     summaries = {}
     markers = {m.name: _collect_markers(save_path, m, num_workers, num_threads, num_samples) for m in resolved}
+    for m in resolved:  # temp files of the outputs below that a killed reduce left behind
+        prefixes = [metric_output_prefix(save_path, m.name, kind) for kind in REDUCE_OUTPUT_KINDS]
+        remove_stale_temp_files((f for p in prefixes for f in (data_file_path(p), index_file_path(p))), logger)
     with tqdm(total=3 * len(resolved), desc="reduce", unit="step", disable=not show_progress) as bar:
         for m in resolved:
             found = markers[m.name]

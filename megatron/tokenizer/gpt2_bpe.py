@@ -50,6 +50,23 @@ def check_encodable(text: str) -> None:
                                  "it cannot be encoded as UTF-8")
 
 
+def check_vocab_reachable(vocab: dict[str, int], merges: list[tuple[str, str]], vocab_file: str,
+                          merge_file: str) -> None:
+    """Every vocab token must be a byte symbol, a special token (``<...>``) or the result of a merge.
+
+    A truncated merges.txt (or one of another tokenizer) leaves tokens no text can ever encode to: one error
+    naming both files instead of a tokenizer that silently never uses part of its vocabulary."""
+    produced = {a + b for a, b in merges}
+    alphabet = set(bytes_to_unicode().values())
+    unreachable = [t for t in vocab if t not in produced and t not in alphabet
+                   and not (t.startswith("<") and t.endswith(">") and len(t) > 2)]
+    if unreachable:
+        raise TokenizerError(
+            f"--merge-file {merge_file}: {len(unreachable)} token(s) of --vocab-file {vocab_file} are produced by no "
+            f"merge (e.g. {unreachable[0]!r}); is the merges file truncated ({len(merges)} merges) or from another "
+            "tokenizer?")
+
+
 def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
     """An HF `tokenizers` pipeline that encodes exactly like GPT-2's BPE for this vocab/merges."""
     model = models.BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None, fuse_unk=False,
@@ -92,6 +109,7 @@ class GPT2BPETokenizer(AbstractTokenizer):
         if EOD_TOKEN not in self._vocab:
             raise TokenizerError(f"--vocab-file {vocab_file}: has no {EOD_TOKEN} token (needed as eod)")
         self.merges = read_merges_txt(merge_file, self._vocab, vocab_file)
+        check_vocab_reachable(self._vocab, self.merges, vocab_file, merge_file)
         self._inv_vocab = {i: t for t, i in self._vocab.items()}
         self._eod = self._vocab[EOD_TOKEN]
         if not isinstance(cache_entries, int) or cache_entries < 1:

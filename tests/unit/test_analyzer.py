@@ -388,3 +388,27 @@ def test_parallel_sort_and_percentiles():
         assert np.array_equal(stable_value_order(values, 3), np.argsort(values, kind="stable"))
     pct = percentile_values(np.array([10, 20, 30, 40]), np.array([25, 25, 25, 25]))
     assert [pct[p] for p in (5, 25, 30, 50, 55, 75, 80, 100)] == [10, 10, 20, 20, 30, 30, 40, 40]
+
+
+def test_stale_temp_files_of_a_killed_map_and_reduce_are_removed(tmp_path, scratch_metrics, caplog):
+    """Temp files a SIGKILLed map thread / reduce left for its outputs are removed on the next run; others kept."""
+    scratch_metrics("toy_value", lambda t: t[:, 0], SINGLE_VALUE)
+    save = str(tmp_path / "out")
+    paths = map_output_paths(save, "toy_value", 0, 0)
+    metric_dir = os.path.join(save, "toy_value")
+    os.makedirs(os.path.dirname(paths["values"]))
+    stale = [paths["values"] + ".x1y2z3_4.tmp", paths["marker"] + ".abcdefgh.tmp",
+             os.path.join(metric_dir, "toy_value_index_to_sample.bin.q9w8e7r6.tmp"),
+             os.path.join(metric_dir, "toy_value_sample_to_metric.idx.a_b_c_d_.tmp")]
+    kept = [paths["values"] + ".tmp", os.path.join(metric_dir, "other.bin.abcdefgh.tmp"),
+            os.path.join(metric_dir, "my_notes.txt")]
+    for p in stale + kept:
+        with open(p, "wb") as f:
+            f.write(b"junk")
+    with caplog.at_level("WARNING"):
+        run_map(ToyDataset(100), ["toy_value"], save, batch_size=50, show_progress=False)
+        run_reduce(save, ["toy_value"], show_progress=False)
+    assert not any(os.path.exists(p) for p in stale)
+    assert all(os.path.exists(p) for p in kept)
+    assert sum("stale temp file" in r.getMessage() for r in caplog.records) == len(stale)
+    assert_index_files(save, "toy_value", (np.arange(100) + 7) % 10000)

@@ -263,3 +263,34 @@ def test_truncated_gzip_input(tmp_path, corpus, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {src}: cannot read input near line ")
     assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n"])
+def test_empty_input_is_an_error_naming_the_file(tmp_path, capsys, content):
+    """An empty input (or only blank lines) is one error line naming the file, exit 2, no dataset written."""
+    src = tmp_path / "empty.jsonl"
+    src.write_bytes(content)
+    out = tmp_path / "out"
+    assert run(str(src), str(out / "e")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --input {src}: the file ")
+    assert os.listdir(out) == []
+
+
+def test_stale_temp_files_of_the_same_output_are_removed(tmp_path, corpus, caplog):
+    """Temp files a SIGKILLed run left for this output prefix are removed (and logged); others are kept."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / "x_text_document.bin.ab3_9xyz.tmp", out / "x_text_document.idx.k2l5m8n0.tmp"]
+    kept = [out / "y_text_document.bin.ab3_9xyz.tmp", out / "x_text_document.bin.notours.tmp",
+            out / "x_text_document_v2.bin.ab3_9xyz.tmp", out / "notes.txt"]
+    for p in stale + kept:
+        p.write_bytes(b"junk")
+    src = _write_lines(tmp_path / "s.jsonl", corpus["lines"][:5])
+    with caplog.at_level("WARNING"):
+        assert run(src, str(out / "x")) == 0
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+    assert sorted(os.listdir(out)) == sorted([p.name for p in kept] + ["x_text_document.bin", "x_text_document.idx"])
+    removed = [r.getMessage() for r in caplog.records if "stale temp file" in r.getMessage()]
+    assert len(removed) == 2 and all(str(p) in " ".join(removed) for p in stale)

@@ -431,6 +431,17 @@ def test_gpt2_bad_merges_file_names_line(tmp_path):
         build_tokenizer("GPT2BPETokenizer", vocab_file=GPT2_VOCAB, merge_file=str(bad))
 
 
+def test_gpt2_truncated_merges_file_is_refused(tmp_path):
+    """A merges.txt cut short (all its merges valid) leaves vocab tokens no merge produces: one error naming both."""
+    lines = open(GPT2_MERGES, encoding="utf-8").read().splitlines()
+    cut = tmp_path / "merges.txt"
+    cut.write_text("\n".join(lines[:len(lines) // 2]) + "\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"--merge-file .*merges.txt: \d+ token\(s\) of --vocab-file .*vocab.json "
+                                             r"are produced by no merge") as info:
+        build_tokenizer("GPT2BPETokenizer", vocab_file=GPT2_VOCAB, merge_file=str(cut))
+    assert "\n" not in str(info.value)
+
+
 # ---------------------------------------------------------------- training tool
 def _tiny_input(tmp_path, docs: int = 100) -> str:
     path = tmp_path / "tiny.jsonl.gz"
