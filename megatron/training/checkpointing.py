@@ -7,13 +7,23 @@ tracker files (temp file + os.replace), so a process killed mid-save leaves ``la
 previous, complete checkpoint. Leftover ``*.tmp`` directories are removed by the next save.
 The model-states files (weights and our client state: tensors and plain values only) are loaded with
 ``torch.load(weights_only=True)``; DeepSpeed's ZeRO optimizer files keep DeepSpeed's own loader.
+
+Failures are one ConfigError line each: before the engine loads anything, a missing, empty or unreadable file of
+the tag (model states, ZeRO shards) is named together with the newest complete earlier step and the
+``--load-tag`` that resumes it, and a tensor whose shape differs from this model's is named with both shapes.
+``check_save_writable`` refuses an unwritable --save at start-up; a save that fails for lack of space (or any other
+OS error) removes its temp dir, leaves the previous checkpoint and ``latest`` as they were and says so.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
+import re
 import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,16 +132,97 @@ def client_state(state: TrainState, scheduler: Any, data_eff: DataEfficiency, co
 def _publish(save_dir: str, tmp_tag: str, tag: str, iteration: int) -> None:
     """Rank 0: move the finished temp dir into place, then repoint `latest` and the Megatron tracker."""
     final = os.path.join(save_dir, tag)
+    tmp = os.path.join(save_dir, tmp_tag)
     old = final + OLD_SUFFIX
-    if os.path.exists(final):  # re-saving the same iteration: keep the old copy until the new one is in place
-        os.rename(final, old)
-    os.rename(os.path.join(save_dir, tmp_tag), final)
-    _fsync_dir(save_dir)
-    atomic_write_text(os.path.join(save_dir, LATEST_FILE), tag)
-    atomic_write_text(os.path.join(save_dir, TRACKER_FILE), str(iteration))
-    _fsync_dir(save_dir)
+    latest = os.path.join(save_dir, LATEST_FILE)
+    previous = None
+    if os.path.isfile(latest):
+        with open(latest, encoding="utf-8") as f:
+            previous = f.read()
+    moved_old = moved_new = wrote_latest = False
+    try:
+        if os.path.exists(final):  # re-saving the same iteration: keep the old copy until the new one is in place
+            os.rename(final, old)
+            moved_old = True
+        os.rename(tmp, final)
+        moved_new = True
+        _fsync_dir(save_dir)
+        atomic_write_text(latest, tag)
+        wrote_latest = True
+        atomic_write_text(os.path.join(save_dir, TRACKER_FILE), str(iteration))
+        _fsync_dir(save_dir)
+    except OSError:  # undo: the previous checkpoint and `latest` stay as they were (the caller removes the temp dir)
+        try:
+            if wrote_latest:  # `latest` names the new checkpoint: point it back first, or keep the new one in place
+                if previous is None:
+                    os.remove(latest)
+                else:
+                    atomic_write_text(latest, previous)
+            if moved_new:
+                os.rename(final, tmp)
+            if moved_old:
+                os.rename(old, final)
+        except OSError:
+            pass
+        for leftover in glob.glob(os.path.join(glob.escape(save_dir), f"*.{os.getpid()}{TMP_SUFFIX}")):
+            try:
+                os.remove(leftover)
+            except OSError:
+                pass
+        raise
     if os.path.exists(old):
         shutil.rmtree(old, ignore_errors=True)
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _save_failed(save_dir: str, tmp_tag: str, error: BaseException) -> None:
+    """A save that could not be written: remove its temp dir and raise one ConfigError line (`latest` untouched).
+
+    Disk full (ENOSPC/EDQUOT; torch reports it as a RuntimeError "file write failed") says "no space left on
+    device"; other OS errors name their cause. Any other RuntimeError is not ours to explain: re-raised.
+    """
+    tmp = os.path.join(save_dir, tmp_tag)
+    shutil.rmtree(tmp, ignore_errors=True)
+    text = str(error).strip()
+    if isinstance(error, OSError):
+        no_space = error.errno in _NO_SPACE
+        cause = error.strerror or (text.splitlines()[0] if text else type(error).__name__)
+    else:
+        if not re.search(r"write failed|No space left|ENOSPC", text, re.IGNORECASE):
+            raise error
+        try:
+            no_space = "no space left" in text.lower() or shutil.disk_usage(save_dir).free < (1 << 20)
+        except OSError:
+            no_space = False
+        cause = "writing a file failed"
+    where = os.path.join(save_dir, tmp_tag[:-len(TMP_SUFFIX)])
+    if no_space:
+        raise ConfigError(f"--save {save_dir}: no space left on device while saving {where}; the partial save was "
+                          f"removed and `{LATEST_FILE}` still names the previous checkpoint. Free space (or choose "
+                          "another --save) and resume with --load") from None
+    raise ConfigError(f"--save {save_dir}: could not save {where} ({cause}); the partial save was removed and "
+                      f"`{LATEST_FILE}` still names the previous checkpoint") from None
+
+
+def check_save_writable(config: RunConfig) -> None:
+    """At start-up: --save must be a directory we can create files in (ConfigError naming the path otherwise)."""
+    save = config.checkpoint.save
+    if not save:
+        return
+    try:
+        os.makedirs(save, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=TMP_SUFFIX, dir=save)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        if isinstance(e, (FileExistsError, NotADirectoryError)) or (os.path.exists(save) and not os.path.isdir(save)):
+            cause = "a path component is a regular file, not a directory"
+        else:
+            cause = e.strerror or type(e).__name__
+        raise ConfigError(f"--save {save}: not a writable directory ({cause}); checkpoints could not be saved. "
+                          "Choose a directory you can write to") from None
 
 
 def save_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: DataEfficiency,
@@ -148,12 +239,18 @@ def save_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
             logger.info("removed leftover of an interrupted save: %s", path)
     _barrier()
     rng = None if config.checkpoint.no_save_rng else _gather_rng_states()
-    engine.save_checkpoint(save_dir, tag=tmp_tag, client_state=client_state(state, scheduler, data_eff, config, rng,
-                                                                           model_family),
-                           save_latest=False)
+    try:
+        engine.save_checkpoint(save_dir, tag=tmp_tag,
+                               client_state=client_state(state, scheduler, data_eff, config, rng, model_family),
+                               save_latest=False)
+    except (OSError, RuntimeError) as e:
+        _save_failed(save_dir, tmp_tag, e)
     _barrier()
     if _rank() == 0:
-        _publish(save_dir, tmp_tag, tag, state.iteration)
+        try:
+            _publish(save_dir, tmp_tag, tag, state.iteration)
+        except OSError as e:
+            _save_failed(save_dir, tmp_tag, e)
     _barrier()
     logger.info("saved checkpoint at iteration %d to %s", state.iteration, os.path.join(save_dir, tag))
     return os.path.join(save_dir, tag)
@@ -198,6 +295,155 @@ def read_latest_tag(load_dir: str) -> str | None:
     return None
 
 
+_STEP_RE = re.compile(r"^global_step(\d+)$")
+
+
+def _strip_unsafe_advice(text: str) -> str:
+    """Drop the sentences of a torch message that advise ``weights_only=False`` (never safe advice to pass on)."""
+    kept = [part for part in re.split(r"(?<=[.!?])\s+", text) if "weights_only" not in part]
+    return " ".join(kept).strip()
+
+
+def _zero_stage(engine: Any) -> int:
+    try:
+        return int(engine.zero_optimization_stage())
+    except Exception:  # noqa: BLE001 - a test double or an engine without ZeRO
+        return 0
+
+
+def _model_states_name(engine: Any) -> str:
+    if _zero_stage(engine) >= 3:
+        return f"zero_pp_rank_{_rank()}_mp_rank_00_model_states.pt"
+    return "mp_rank_00_model_states.pt"
+
+
+def _load_header(path: str) -> tuple[Any, str | None]:
+    """(the file's contents memory-mapped, None) or (None, why it cannot be read). Cheap: nothing is copied."""
+    if not os.path.isfile(path):
+        return None, "is missing"
+    if os.path.getsize(path) == 0:
+        return None, "is empty"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True), None
+    except Exception as e:  # noqa: BLE001 - corrupt/truncated: reported, never with torch's weights_only advice
+        first = _strip_unsafe_advice(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        return None, f"cannot be read (truncated or corrupt: {type(e).__name__}{': ' + first[:200] if first else ''})"
+
+
+def _shard_problem(path: str) -> str | None:
+    """Why a ZeRO optimizer shard is unusable (missing, empty, not a complete torch zip archive), or None."""
+    if not os.path.isfile(path):
+        return "is missing"
+    if os.path.getsize(path) == 0:
+        return "is empty"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"cannot be read (truncated or corrupt: {e})"
+    return None
+
+
+def _optim_shard_names(directory: str, dp_world_size: int, bf16: bool) -> list[str]:
+    """DeepSpeed's ZeRO optimizer shards of each data-parallel rank (either naming it accepts; the first when none)."""
+    names = []
+    for r in range(dp_world_size):
+        candidates = [f"{prefix}zero_pp_rank_{r}_mp_rank_00{sep}optim_states.pt"
+                      for prefix in (("bf16_", "") if bf16 else ("", "bf16_")) for sep in ("_", "")]
+        found = next((c for c in candidates if os.path.isfile(os.path.join(directory, c))), candidates[0])
+        names.append(found)
+    return names
+
+
+def _tag_problem(load_dir: str, tag: str, states_name: str, zero_stage: int, load_optim: bool,
+                 bf16: bool) -> tuple[Any, tuple[str, str] | None]:
+    """(model-states contents, None) when `tag` looks complete, else (None, (file, why))."""
+    directory = os.path.join(load_dir, tag)
+    path = os.path.join(directory, states_name)
+    states, why = _load_header(path)
+    if why is not None:
+        return None, (path, why)
+    if zero_stage > 0 and load_optim and isinstance(states, dict):
+        dp = states.get("dp_world_size")
+        for name in _optim_shard_names(directory, int(dp) if isinstance(dp, int) and dp > 0 else _world(), bf16):
+            problem = _shard_problem(os.path.join(directory, name))
+            if problem is not None:
+                return None, (os.path.join(directory, name), problem)
+    return states, None
+
+
+def _newest_complete_before(load_dir: str, tag: str, check: Any) -> str | None:
+    """The newest ``global_stepN`` in `load_dir` older than `tag` that `check(tag)` finds complete."""
+    m = _STEP_RE.match(tag.removesuffix(OLD_SUFFIX))
+    limit = int(m.group(1)) if m else None
+    steps = []
+    for name in os.listdir(load_dir):
+        mm = _STEP_RE.match(name)
+        if mm and os.path.isdir(os.path.join(load_dir, name)) and (limit is None or int(mm.group(1)) < limit):
+            steps.append(int(mm.group(1)))
+    for step in sorted(steps, reverse=True):
+        if check(checkpoint_tag(step)) is None:
+            return checkpoint_tag(step)
+    return None
+
+
+def _incomplete_message(load_dir: str, tag: str, path: str, why: str, check: Any) -> str:
+    earlier = _newest_complete_before(load_dir, tag, check)
+    way_out = (f"the newest complete earlier checkpoint is {earlier}: resume from it with --load-tag {earlier}"
+               if earlier else f"there is no complete earlier checkpoint in {load_dir}")
+    return f"--load {load_dir}/{tag}: the checkpoint is incomplete or corrupt: {path} {why}; {way_out}"
+
+
+def _check_complete(engine: Any, load_dir: str, tag: str, load_optim: bool) -> Any:
+    """Before the engine: refuse a checkpoint with a missing/unreadable file (ConfigError naming it and the
+    newest complete earlier step). Returns the model-states file's contents (memory-mapped)."""
+    states, problem = _tag_problem(load_dir, tag, *_completeness(engine, load_optim))
+    if problem is not None:
+        raise ConfigError(_incomplete_message(load_dir, tag, *problem, _checker(engine, load_dir, load_optim)))
+    return states
+
+
+def _completeness(engine: Any, load_optim: bool) -> tuple[str, int, bool, bool]:
+    try:
+        bf16 = bool(engine.bfloat16_enabled())
+    except Exception:  # noqa: BLE001 - a test double
+        bf16 = False
+    return _model_states_name(engine), _zero_stage(engine), load_optim, bf16
+
+
+def _checker(engine: Any, load_dir: str, load_optim: bool) -> Any:
+    """tag -> None when complete, else (file, why)."""
+    args = _completeness(engine, load_optim)
+    return lambda tag: _tag_problem(load_dir, tag, *args)[1]
+
+
+def _unreadable_file(load_dir: str, tag: str) -> tuple[str, str] | None:
+    """After an engine failure: the first ``*.pt`` file of the tag that is empty or not a complete archive."""
+    directory = os.path.join(load_dir, tag)
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), "*.pt"))):
+        problem = _shard_problem(path)
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def _check_shapes(engine: Any, model_states: dict[str, Any], where: str) -> None:
+    """Name the first tensor whose shape differs between the checkpoint and this model (not for ZeRO-3 shards)."""
+    if _zero_stage(engine) >= 3:
+        return
+    stored = model_states.get("module")
+    module = getattr(engine, "module", None)
+    if not isinstance(stored, dict) or module is None:
+        return
+    for name, tensor in module.state_dict().items():
+        saved = stored.get(name)
+        if isinstance(saved, torch.Tensor) and isinstance(tensor, torch.Tensor) and saved.shape != tensor.shape:
+            raise ConfigError(
+                f"--load {where}: the checkpoint does not fit this run (tensor {name} has shape "
+                f"{list(saved.shape)} in the checkpoint and {list(tensor.shape)} in this model). Model flags "
+                "(--num-layers, --hidden-size, --num-attention-heads, --seq-length, vocab) must match the checkpoint")
+
+
 @dataclass
 class LoadedCheckpoint:
     """What load_checkpoint restored."""
@@ -237,21 +483,28 @@ def load_checkpoint(engine: Any, scheduler: Any, state: TrainState, data_eff: Da
             raise ConfigError(f"--load {load_dir}: checkpoint directory {tag} (named by `{LATEST_FILE}` or "
                               "--load-tag) does not exist")
     finetune = ck.finetune
+    load_optim = not (ck.no_load_optim or finetune)
+    model_states = _check_complete(engine, load_dir, tag, load_optim)  # incomplete/corrupt: name file + way out
     if not finetune:  # refuse another model/tokenizer/data layout before the engine loads anything
-        stored = read_client(load_dir, tag)
+        stored = model_states if isinstance(model_states, dict) else None
         if stored is not None and stored.get("model_family") in (None, model_family):  # family: checked below
             check_resume(stored, config, f"{load_dir}/{tag}")
+    if isinstance(model_states, dict):
+        _check_shapes(engine, model_states, f"{load_dir}/{tag}")
     _weights_only_model_states(engine)
     try:
-        path, client = engine.load_checkpoint(load_dir, tag=tag,
-                                              load_optimizer_states=not (ck.no_load_optim or finetune),
+        path, client = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=load_optim,
                                               load_lr_scheduler_states=False, load_module_only=finetune)
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - any engine failure here is reported as one line, with its type
-        # DeepSpeed raises RuntimeError/KeyError/AttributeError/ZeRORuntimeException when the checkpoint does not fit this run (model shape, precision, ZeRO stage
-        # or data-parallel size); say so in one line instead of a traceback from deep inside the engine.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        bad = _unreadable_file(load_dir, tag)  # a shard torch cannot read: an incomplete checkpoint, not a mismatch
+        if bad is not None:
+            raise ConfigError(_incomplete_message(load_dir, tag, bad[0], bad[1],
+                                                  _checker(engine, load_dir, load_optim))) from None
+        # DeepSpeed raises RuntimeError/KeyError/AttributeError/ZeRORuntimeException when the checkpoint does not
+        # fit this run (precision, ZeRO stage or data-parallel size); one line instead of a deep traceback.
+        first = _strip_unsafe_advice(str(e).strip().splitlines()[0] if str(e).strip() else "") or type(e).__name__
         raise ConfigError(
             f"--load {load_dir}/{tag}: the checkpoint does not fit this run ({type(e).__name__}: {first[:300]}). "
             "Model flags (--num-layers, --hidden-size, --num-attention-heads, --seq-length, vocab) must match the "

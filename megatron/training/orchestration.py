@@ -61,7 +61,7 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
     from megatron.training.engine import setup_model_and_optimizer
     from megatron.training.initialize import initialize_distributed, set_random_seed
     from megatron.training.rng import set_rng_state
-    from megatron.training.checkpointing import check_save_dir
+    from megatron.training.checkpointing import check_save_dir, check_save_writable
     from megatron.training.training_log import TrainingLogger
 
     t = config.training
@@ -69,6 +69,7 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     try:
         check_save_dir(config, spec.name)  # before any work: --save must not hold a checkpoint we would not resume
+        check_save_writable(config)  # and must be writable: not found out at the first save, hours later
         data_eff = build_data_efficiency(config, spec.batch_layout, spec.data_post_process, rank=rank)
     except ValueError as e:
         raise UsageError(str(e)) from e
