@@ -38,9 +38,31 @@ def run_cli(main: Callable[[], Any]) -> None:
         sys.stderr.write(f"error: {e}\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
+    _shutdown_distributed()
     if isinstance(result, TrainResult) and result.exit_status:
         sys.stdout.flush()
         raise SystemExit(result.exit_status)
+
+
+def _shutdown_distributed() -> None:
+    """After a finished run: all ranks meet, then the process group is torn down before the interpreter exits
+    (gloo's threads dying in interpreter shutdown can abort a rank with "terminate called without an active
+    exception", failing a run that completed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        if "deepspeed" in sys.modules:
+            import deepspeed.comm
+
+            deepspeed.comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()
+    except Exception as e:  # noqa: BLE001 - the run's work is done and saved; teardown trouble is only logged
+        logger.warning("process-group teardown: %s: %s", type(e).__name__, e)
 
 
 def _log_arguments(args: argparse.Namespace) -> None:
