@@ -218,10 +218,11 @@ def _close(x, y) -> bool:
 
 @pytest.mark.parametrize("case", ["learned-padded-vocab", "rope-bf16-zero3"])
 def test_lm_eval_hf_matches_our_adapter(checkpoints, exported, tmp_path, case):
-    pytest.importorskip("accelerate")
-    lm_eval = pytest.importorskip("lm_eval")
-    evaluate = pytest.importorskip("tasks.eval_harness.evaluate")
-    offline = pytest.importorskip("tasks.eval_harness.offline_tasks")
+    pytest.importorskip("accelerate")  # lm-eval's hf backend needs it (the optional hf extra)
+    import lm_eval
+
+    from tasks.eval_harness import evaluate
+    from tasks.eval_harness import offline_tasks as offline
     from lm_eval.tasks import TaskManager
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

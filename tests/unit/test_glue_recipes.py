@@ -310,12 +310,10 @@ def flag(argv: list[str], name: str, count: int = 1):
 
 
 def parse_with_tasks_main(argv: list[str]):
-    """tasks/main.py's parser (Megatron flags + the finetuning flags), when the lead's modules are there."""
-    try:
-        from megatron.arguments import parse_args
-        from tasks.finetune import add_finetune_args
-    except ImportError as e:  # tasks/finetune.py not written yet
-        pytest.skip(f"tasks/main.py's parser is not available: {e}")
+    """tasks/main.py's parser (Megatron flags + the finetuning flags)."""
+    from megatron.arguments import parse_args
+    from tasks.finetune import add_finetune_args
+
     return parse_args(argv, add_finetune_args)
 
 

@@ -362,8 +362,8 @@ def test_gather_reads_a_real_lm_eval_results_dict(tmp_path, monkeypatch):
     """lm-eval 0.4's own output (offline tasks, a stub LM), as evaluate.py writes it."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    lm_eval = pytest.importorskip("lm_eval")
     import datasets
+    import lm_eval
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
     from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager

@@ -218,7 +218,7 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # lm-eval 0.4, offline, with a stub LM
 # ----------------------------------------------------------------------------------------------------------------
-lm_eval = pytest.importorskip("lm_eval")
+import lm_eval  # noqa: E402  (a core dependency: a missing one must fail, not skip)
 from lm_eval.api.model import LM  # noqa: E402
 
 
