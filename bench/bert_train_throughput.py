@@ -30,7 +30,8 @@ hits all alike. A step's rate is its real (non-pad) tokens over its wall time; m
 of the per-step rates are compared. Two figures come out of the one run:
 
 1. ours / bare (both trimmed, same lengths; target >= 0.95), with the MFU of every side against the fp32 (or
-   bf16) matmul peak of this machine (a timed 2048 x 2048 matmul, before and after training), FLOPs from
+   bf16) matmul peak of this device (a timed 2048 x 2048 matmul on the CPU, 8192 x 8192 on a GPU where fp32 means
+   TF32, before and after training; clocks read after the device synchronises), FLOPs from
    ``bert_flops_per_token`` at the length each micro-batch was computed at;
 2. the dynamic pad trim's speed-up in real tokens/s (trim vs no trim) and the share of positions it removes:
    (sum over the timed micro-batches of removed positions) / (all their positions), also shown as a share of
@@ -43,6 +44,7 @@ One intra-op thread by default: on a shared 2-core machine two threads under con
     python bench/bert_train_throughput.py --num-layers 2 --hidden-size 128 --steps 4 --rounds 2
     python bench/bert_train_throughput.py --seq-length 512 --micro-batch-size 8 --samples all --corpus-docs 0
     python bench/bert_train_throughput.py --bf16 --global-batch-size 8 --threads 0
+    python bench/bert_train_throughput.py --device cuda --bf16 --seq-length 512 --micro-batch-size 16
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
+
+from bench_device import add_device_flag, describe, matmul_flops, pick_device, synchronize  # noqa: E402
 
 CORPUS = os.path.join(REPO, "data", "corpus", "python_docs.jsonl.gz")
 WORDPIECE = os.path.join(REPO, "data", "tokenizers", "bert-wordpiece", "vocab.txt")
@@ -92,20 +96,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0: torch's default); 1 keeps timings steady on a shared machine")
     p.add_argument("--seed", type=int, default=1234)
-    return p.parse_args()
-
-
-def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> list[float]:
-    """FLOP/s of `repeats` timed n x n matmuls on this machine."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    a @ b  # warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return [2 * n ** 3 / t for t in times]
+    add_device_flag(p)
+    args = p.parse_args()
+    args.device = pick_device(args.device, p)
+    return args
 
 
 def preprocess_slice(docs: int, out_dir: str) -> str:
@@ -220,16 +214,17 @@ def ours(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callabl
     return step
 
 
-def bare(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callable[[list], None]:
+def bare(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor], device: torch.device
+         ) -> Callable[[list], None]:
     """A step function of a plain PyTorch loop: same module, loss, AdamW groups, clipping; no DeepSpeed."""
     from megatron.training.engine import build_optimizer, get_param_groups
 
     model = spec.build_model(cfg)
     model.load_state_dict(initial_state)
-    model.train()
-    optimizer = build_optimizer(get_param_groups(model, cfg.optimizer.weight_decay), cfg.optimizer, "cpu")
+    model.to(device).train()
+    optimizer = build_optimizer(get_param_groups(model, cfg.optimizer.weight_decay), cfg.optimizer, device.type)
     n_micro = cfg.training.num_micro_batches
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.training.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.training.precision == "bf16")
 
     def step(batches: list) -> None:
         for batch in batches[:n_micro]:
@@ -249,10 +244,12 @@ def chunks(batches: list, n_micro: int, steps: int) -> list[list]:
     return [[batches[(i * n_micro + j) % len(batches)] for j in range(n_micro)] for i in range(steps)]
 
 
-def timed(step: Callable[[list], None], chunk: list) -> float:
-    """Seconds of one step."""
+def timed(step: Callable[[list], None], chunk: list, device: torch.device) -> float:
+    """Seconds of one step (the device synchronised before each clock read)."""
+    synchronize(device)
     t0 = time.perf_counter()
     step(chunk)
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -294,10 +291,10 @@ def main() -> None:
     timed_cut = chunks(trimmed, n_micro, b.steps)
     inputs = {TRIM: timed_raw, NO_TRIM: timed_raw, BARE: timed_cut}
     sides = {TRIM: ours(cfg, BERT_SPEC, initial), NO_TRIM: ours(cfg, no_trim_spec, initial),
-             BARE: bare(cfg, BERT_SPEC, initial)}
+             BARE: bare(cfg, BERT_SPEC, initial, b.device)}
 
     dtype = torch.bfloat16 if b.bf16 else torch.float32
-    matmul = matmul_flops(dtype)
+    matmul = matmul_flops(dtype, b.device)
     for name, step in sides.items():
         for chunk in chunks(batches if name != BARE else trimmed, n_micro, b.warmup_steps):
             step(chunk)
@@ -307,8 +304,8 @@ def main() -> None:
         for i in range(b.steps):  # step i of every side back to back, in an order that rotates
             k = (r * b.steps + i) % len(names)
             for name in (names[k:] + names[:k])[::1 if r % 2 == 0 else -1]:
-                times[name][r].append(timed(sides[name], inputs[name][i]))
-    matmul += matmul_flops(dtype)  # measured before and after training: the machine is shared and noisy
+                times[name][r].append(timed(sides[name], inputs[name][i], b.device))
+    matmul += matmul_flops(dtype, b.device)  # measured before and after training: the machine may be shared
     peak = max(matmul)  # the speed of light: the least disturbed run
 
     # per step: real (non-pad) tokens, positions computed with and without the trim, model FLOPs of each side
@@ -327,15 +324,17 @@ def main() -> None:
     precision = "bf16" if b.bf16 else "fp32"
     print(f"config: BERT (MLM + SOP), {b.num_layers} layers, hidden {b.hidden_size}, heads {b.num_attention_heads}, "
           f"seq {S}, micro-batch {b.micro_batch_size}, {n_micro} micro-batch(es)/step, "
-          f"vocab {cfg.model.padded_vocab_size}, {precision}, ZeRO {b.zero_stage}, {torch.get_num_threads()} "
-          f"thread(s), {num_parameters(BERT_SPEC.build_model(cfg)) / 1e6:.1f}M params")
+          f"vocab {cfg.model.padded_vocab_size}, {precision}, ZeRO {b.zero_stage}, device {describe(b.device)}, "
+          f"{num_parameters(BERT_SPEC.build_model(cfg)) / 1e6:.1f}M params")
     lengths = sorted(mb["text"].shape[1] for chunk in timed_cut for mb in chunk)
     which = "samples that leave padding" if padded_only else "samples"
     print(f"data: first {b.corpus_docs or 'all'} docs of python_docs.jsonl.gz, sentence-split WordPiece "
           f"({prep_s:.1f} s); timed per round: {len(lengths)} micro-batches of the loader's first {which}, trimmed to "
           f"{lengths[0]}..{lengths[-1]} (median {statistics.median(lengths):g}) of {S}; the trim would remove "
           f"{100 * loader_removed:.1f}% of the positions of the loader's first {scanned} micro-batches (all samples)")
-    print(f"matmul ({precision}, 2048^2, {len(matmul)} runs): peak {peak / 1e9:.1f} GFLOP/s, "
+    n = 8192 if b.device.type == "cuda" else 2048
+    kind = "fp32 (TF32)" if precision == "fp32" and b.device.type == "cuda" else precision
+    print(f"matmul ({kind}, {n}^2, {len(matmul)} runs): peak {peak / 1e9:.1f} GFLOP/s, "
           f"median {statistics.median(matmul) / 1e9:.1f} GFLOP/s; MFU below is against the peak")
     med, best = {}, {}
     for name in names:

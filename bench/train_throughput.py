@@ -3,11 +3,13 @@
 Both sides train the same GPTModel (same init, same batches, the same forward step and loss: those of the GPT
 family spec megatron/specs/gpt.py that pretrain_gpt.py trains; torch AdamW with Megatron's weight-decay groups,
 the same gradient clipping). Timed rounds alternate between the two so that machine noise hits both alike; the
-medians are compared. MFU is measured against the fp32 (or bf16) matmul peak of this machine (a timed
-2048 x 2048 matmul).
+medians are compared. MFU is measured against the fp32 (or bf16) matmul peak of this device (a timed 2048 x 2048
+matmul on the CPU, 8192 x 8192 on a GPU, where fp32 means TF32 as in training); timers are read after the device
+synchronises.
 
     python bench/train_throughput.py                      # 4 layers, hidden 512, seq 256, micro-batch 8, fp32
     python bench/train_throughput.py --num-layers 2 --hidden-size 256 --rounds 3
+    python bench/train_throughput.py --device cuda --bf16 --num-layers 12 --hidden-size 768 --seq-length 1024
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
+
+from bench_device import add_device_flag, describe, matmul_flops, pick_device, synchronize  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -43,20 +47,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=1234)
-    return p.parse_args()
-
-
-def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> list[float]:
-    """FLOP/s of `repeats` timed n x n matmuls on this machine."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    a @ b  # warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return [2 * n ** 3 / t for t in times]
+    add_device_flag(p)
+    args = p.parse_args()
+    args.device = pick_device(args.device, p)
+    return args
 
 
 def build_run_config(b: argparse.Namespace) -> Any:
@@ -110,17 +104,18 @@ def ours(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callabl
     return step
 
 
-def bare(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callable[[list], None]:
+def bare(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor], device: torch.device
+         ) -> Callable[[list], None]:
     """A step function of a plain PyTorch loop: same module, AdamW groups, clipping; no DeepSpeed."""
     from megatron.model import GPTModel
     from megatron.training.engine import build_optimizer, get_param_groups
 
     model = GPTModel(cfg.model)
     model.load_state_dict(initial_state)
-    model.train()
-    optimizer = build_optimizer(get_param_groups(model, cfg.optimizer.weight_decay), cfg.optimizer, "cpu")
+    model.to(device).train()
+    optimizer = build_optimizer(get_param_groups(model, cfg.optimizer.weight_decay), cfg.optimizer, device.type)
     n_micro = cfg.training.num_micro_batches
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.training.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.training.precision == "bf16")
 
     def step(batches: list) -> None:
         for batch in batches[:n_micro]:
@@ -135,13 +130,16 @@ def bare(cfg: Any, spec: Any, initial_state: dict[str, torch.Tensor]) -> Callabl
     return step
 
 
-def time_steps(step: Callable[[list], None], batches: list, n_micro: int, steps: int) -> list[float]:
-    """Seconds per step for `steps` steps."""
+def time_steps(step: Callable[[list], None], batches: list, n_micro: int, steps: int, device: torch.device
+               ) -> list[float]:
+    """Seconds per step for `steps` steps (the device synchronised before each clock read)."""
     out = []
     for i in range(steps):
         chunk = [batches[(i * n_micro + j) % len(batches)] for j in range(n_micro)]
+        synchronize(device)
         t0 = time.perf_counter()
         step(chunk)
+        synchronize(device)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -163,26 +161,29 @@ def main() -> None:
     n_micro = cfg.training.num_micro_batches
     batches = make_batches(cfg, max(4, n_micro * 2), b.seed)
     dtype = torch.bfloat16 if b.bf16 else torch.float32
-    matmul = matmul_flops(dtype)
+    matmul = matmul_flops(dtype, b.device)
 
-    sides = {"bare PyTorch": bare(cfg, GPT_SPEC, initial), "ours (DeepSpeed engine)": ours(cfg, GPT_SPEC, initial)}
+    sides = {"bare PyTorch": bare(cfg, GPT_SPEC, initial, b.device),
+             "ours (DeepSpeed engine)": ours(cfg, GPT_SPEC, initial)}
     for step in sides.values():
-        time_steps(step, batches, n_micro, b.warmup_steps)
+        time_steps(step, batches, n_micro, b.warmup_steps, b.device)
     times: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(b.rounds):
         order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]  # alternate who goes first
         for name, step in order:
-            times[name] += time_steps(step, batches, n_micro, b.steps)
+            times[name] += time_steps(step, batches, n_micro, b.steps, b.device)
 
     tokens_per_step = cfg.training.global_batch_size * cfg.training.seq_length
     flops_per_token = gpt_flops_per_token(cfg.model, cfg.training.seq_length)
     print(f"config: {b.num_layers} layers, hidden {b.hidden_size}, heads {b.num_attention_heads}, seq {b.seq_length}, "
           f"micro-batch {b.micro_batch_size}, {n_micro} micro-batch(es)/step, vocab {b.vocab_size}, "
-          f"{'bf16' if b.bf16 else 'fp32'}, ZeRO {b.zero_stage}, {torch.get_num_threads()} threads, "
+          f"{'bf16' if b.bf16 else 'fp32'}, ZeRO {b.zero_stage}, device {describe(b.device)}, "
           f"{num_parameters(GPTModel(cfg.model)) / 1e6:.1f}M params")
-    matmul += matmul_flops(dtype)  # measured before and after training: the machine is shared and noisy
+    matmul += matmul_flops(dtype, b.device)  # measured before and after training: the machine may be shared
     peak = max(matmul)  # the speed of light: the least disturbed run
-    print(f"matmul ({'bf16' if b.bf16 else 'fp32'}, 2048^2, 20 runs): peak {peak / 1e9:.1f} GFLOP/s, "
+    n = 8192 if b.device.type == "cuda" else 2048
+    kind = "bf16" if b.bf16 else ("fp32 (TF32)" if b.device.type == "cuda" else "fp32")
+    print(f"matmul ({kind}, {n}^2, 20 runs): peak {peak / 1e9:.1f} GFLOP/s, "
           f"median {statistics.median(matmul) / 1e9:.1f} GFLOP/s; MFU below is against the peak")
     rates, best = {}, {}
     for name, ts in times.items():

@@ -6,13 +6,15 @@ into typed dataclasses (which check their own shape rules); nothing else reads t
 the CLI: entry points use it, ``megatron.training`` never does.
 
 Flags that exist only for compatibility with Megatron-DeepSpeed recipes and cannot change results here
-(kernel-fusion switches, flash-attention, timers) are accepted and documented as no-ops in their help.
+(kernel-fusion switches, flash-attention, timers, ``--inference``, the MoE switches) are accepted, documented as
+no-ops in their help, and each one given is reported by ``startup_warnings`` with why it changes nothing.
 Flags that WOULD change results but are not implemented (tensor/pipeline parallelism > 1, batch-size
 ramp-up) are validated and rejected with a clear message.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any, Callable, Sequence
@@ -132,7 +134,9 @@ def _lr_args(p: argparse.ArgumentParser) -> None:
 def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("checkpointing")
     g.add_argument("--save", default=None, help="Directory to save checkpoints to.")
-    g.add_argument("--save-interval", type=int, default=None, help="Iterations between saves.")
+    g.add_argument("--save-interval", type=int, default=None,
+                   help="Iterations between saves; 0 (what upstream's base scripts compute for short runs) or unset "
+                        "= save only at the end of training (with --save).")
     g.add_argument("--no-save-rng", action="store_true", default=None, help="Do not save RNG states.")
     g.add_argument("--load", default=None, help="Directory to resume from (its `latest` tag).")
     g.add_argument("--load-tag", default=None, help="Load this tag instead of the one in `latest`.")
@@ -192,6 +196,11 @@ def _validation_and_logging_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-memory-to-tensorboard", action="store_true", help="Write process RSS to TB.")
     g.add_argument("--log-world-size-to-tensorboard", action="store_true", help="Write the world size to TB.")
     g.add_argument("--log-params-norm", action="store_true", help="Compute and log the parameters' L2 norm.")
+    g.add_argument("--eval-advance", action="store_true",
+                   help="Evaluate as upstream Megatron-DeepSpeed does: each evaluation continues through the "
+                        "validation split where the previous one stopped (wrapping around at its end; the position "
+                        "is saved in checkpoints), and the split is sized for every evaluation of the run. Default: "
+                        "every evaluation reads the same first --eval-iters batches (comparable numbers).")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -220,44 +229,56 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(name, default=None, help="Use this pre-built train index-map file (pins the sample order).")
 
 
-# Compatibility flags: (option strings, argparse kwargs, why they are a no-op here).
+# Compatibility flags: (option strings, argparse kwargs, why they are a no-op here; read after "because").
 _NO_OP_FLAGS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [
     (("--no-masked-softmax-fusion",), {"action": "store_false", "dest": "masked_softmax_fusion"},
      "attention uses torch SDPA"),
-    (("--no-bias-gelu-fusion",), {"action": "store_false", "dest": "bias_gelu_fusion"}, "no custom kernels"),
-    (("--no-bias-dropout-fusion",), {"action": "store_false", "dest": "bias_dropout_fusion"}, "no custom kernels"),
+    (("--no-bias-gelu-fusion",), {"action": "store_false", "dest": "bias_gelu_fusion"},
+     "there are no custom fused kernels"),
+    (("--no-bias-dropout-fusion",), {"action": "store_false", "dest": "bias_dropout_fusion"},
+     "there are no custom fused kernels"),
     (("--no-gradient-accumulation-fusion",), {"action": "store_false", "dest": "gradient_accumulation_fusion"},
-     "no custom kernels"),
+     "there are no custom fused kernels"),
     (("--use-flash-attn", "--use-flash-attn-v1"), {"action": "store_true", "dest": "use_flash_attn_v1"},
      "torch SDPA picks flash attention by itself"),
     (("--use-flash-attn-v2",), {"action": "store_true"}, "torch SDPA picks flash attention by itself"),
     (("--deepspeed-activation-checkpointing",), {"action": "store_true"},
      "--checkpoint-activations recomputes layers with identical results"),
-    (("--partition-activations",), {"action": "store_true"}, "tensor parallel size is 1"),
-    (("--contigious-checkpointing",), {"action": "store_true"}, "memory layout only"),
-    (("--checkpoint-in-cpu",), {"action": "store_true"}, "memory placement only"),
-    (("--synchronize-each-layer",), {"action": "store_true"}, "timing only"),
-    (("--profile-backward",), {"action": "store_true"}, "timing only"),
-    (("--distribute-checkpointed-activations",), {"action": "store_true"}, "tensor parallel size is 1"),
-    (("--DDP-impl",), {"default": "local", "choices": ["local", "torch", "FSDP"]}, "DeepSpeed does data parallel"),
+    (("--partition-activations",), {"action": "store_true"}, "the tensor-parallel size is 1"),
+    (("--contigious-checkpointing",), {"action": "store_true"}, "it only changes memory layout"),
+    (("--checkpoint-in-cpu",), {"action": "store_true"}, "it only changes memory placement"),
+    (("--synchronize-each-layer",), {"action": "store_true"}, "it only changes timing"),
+    (("--profile-backward",), {"action": "store_true"}, "it only changes timing"),
+    (("--distribute-checkpointed-activations",), {"action": "store_true"}, "the tensor-parallel size is 1"),
+    (("--DDP-impl",), {"default": "local", "choices": ["local", "torch", "FSDP"]},
+     "DeepSpeed does data parallelism"),
     (("--use-cpu-initialization",), {"action": "store_true", "default": None}, "weights are built in one place"),
-    (("--timing-log-level",), {"type": int, "default": 0, "choices": range(0, 3)}, "timing detail only"),
-    (("--timing-log-option",), {"default": "minmax", "choices": ["max", "minmax", "all"]}, "timing detail only"),
-    (("--log-num-zeros-in-grad",), {"action": "store_true"}, "not reported"),
+    (("--timing-log-level",), {"type": int, "default": 0, "choices": range(0, 3)}, "it only changes timing detail"),
+    (("--timing-log-option",), {"default": "minmax", "choices": ["max", "minmax", "all"]},
+     "it only changes timing detail"),
+    (("--log-num-zeros-in-grad",), {"action": "store_true"}, "zeros in the gradient are not counted"),
     (("--no-barrier-with-level-1-timing",), {"action": "store_false", "dest": "barrier_with_L1_time"},
-     "timing detail only"),
+     "it only changes timing detail"),
     (("--torch_adam",), {"action": "store_true"}, "torch's AdamW is always used"),
-    (("--zero-reduce-scatter",), {"action": "store_true"}, "set it in the DeepSpeed JSON"),
-    (("--zero-contigious-gradients",), {"action": "store_true"}, "set it in the DeepSpeed JSON"),
-    (("--zero-reduce-bucket-size",), {"type": int, "default": 0}, "set it in the DeepSpeed JSON"),
-    (("--zero-allgather-bucket-size",), {"type": int, "default": 0}, "set it in the DeepSpeed JSON"),
+    (("--zero-reduce-scatter",), {"action": "store_true"}, "this is set in the DeepSpeed JSON"),
+    (("--zero-contigious-gradients",), {"action": "store_true"}, "this is set in the DeepSpeed JSON"),
+    (("--zero-reduce-bucket-size",), {"type": int, "default": 0}, "this is set in the DeepSpeed JSON"),
+    (("--zero-allgather-bucket-size",), {"type": int, "default": 0}, "this is set in the DeepSpeed JSON"),
 ]
 
 
 def _compat_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compatibility (no-ops)")
     for flags, kwargs, why in _NO_OP_FLAGS:
-        g.add_argument(*flags, help=f"{NO_OP}: {why}.", **kwargs)
+        g.add_argument(*flags, help=f"{NO_OP} because {why}.", **kwargs)
+    g.add_argument("--inference", action="store_true",
+                   help=f"{NO_OP} because training entry points always build the optimizer (evaluate with "
+                        "tasks/eval_harness/evaluate.py or tools/eval_gpt.py).")
+    g.add_argument("--moe-expert-parallel-size", type=int, default=None,
+                   help="Expert-parallel size: only 1 is accepted (the models here have no mixture-of-experts "
+                        "layers).")
+    g.add_argument("--disable-moe-token-dropping", action="store_true",
+                   help=f"{NO_OP} because the models here have no mixture-of-experts layers.")
 
 
 def build_parser(extra_args_provider: Callable[[argparse.ArgumentParser], argparse.ArgumentParser] | None = None
@@ -361,6 +382,10 @@ def _validate_unsupported(args: argparse.Namespace) -> None:
         raise ConfigError("--rampup-batch-size is not supported (batch size is constant; see --global-batch-size)")
     if args.checkpoint_num_layers != 1:
         raise ConfigError(f"--checkpoint-num-layers {args.checkpoint_num_layers}: only 1 is supported")
+    moe_ep = getattr(args, "moe_expert_parallel_size", None)
+    if moe_ep is not None and moe_ep != 1:
+        raise ConfigError(f"--moe-expert-parallel-size {moe_ep}: mixture-of-experts is not supported (the models "
+                          "here are dense); use 1")
 
 
 def validate_args(args: argparse.Namespace, world_size: int) -> None:
@@ -373,9 +398,8 @@ def validate_args(args: argparse.Namespace, world_size: int) -> None:
     _require(args, "num_layers", "hidden_size", "num_attention_heads", "seq_length")
     _positive(args, "num_layers", "hidden_size", "num_attention_heads", "seq_length", "max_position_embeddings",
               "ffn_hidden_size", "micro_batch_size", "global_batch_size", "log_interval", "eval_interval",
-              "save_interval", "make_vocab_size_divisible_by", "tensorboard_log_interval",
-              "tensorboard_queue_size")
-    _positive(args, "eval_iters", "num_workers", allow_zero=True)
+              "make_vocab_size_divisible_by", "tensorboard_log_interval", "tensorboard_queue_size")
+    _positive(args, "eval_iters", "num_workers", "save_interval", allow_zero=True)
     _validate_budget(args)
     _validate_optimizer(args)
     if world_size < 1:
@@ -393,3 +417,59 @@ def validate_args(args: argparse.Namespace, world_size: int) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} {path}: file not found")
     if args.load_tag is not None and args.load is None:
         raise ConfigError("--load-tag needs --load")
+
+
+# ----------------------------------------------------------------------------------------------
+# Start-up warnings: flags accepted for upstream recipes that change nothing here, values upstream accepts
+# ----------------------------------------------------------------------------------------------
+
+_TB_SWITCHES = ("log_timers_to_tensorboard", "log_batch_size_to_tensorboard", "log_validation_ppl_to_tensorboard",
+                "log_optimizer_states_to_tensorboard", "log_memory_to_tensorboard", "log_world_size_to_tensorboard")
+
+
+def _flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def startup_warnings(args: argparse.Namespace) -> list[str]:
+    """One line per flag given that has no effect here (and why), or value accepted only for upstream's sake."""
+    defaults = argparse.ArgumentParser(add_help=False)
+    _compat_args(defaults)
+    out: list[str] = []
+    for flags, _, why in _NO_OP_FLAGS:
+        action = next(a for a in defaults._actions if a.option_strings[:1] == [flags[0]])
+        if getattr(args, action.dest, action.default) != action.default:
+            out.append(f"{flags[0]}: {NO_OP} because {why}")
+    if getattr(args, "inference", False):
+        out.append(f"--inference: {NO_OP} because training entry points always build the optimizer; evaluate a "
+                   "checkpoint with tasks/eval_harness/evaluate.py or tools/eval_gpt.py")
+    if getattr(args, "moe_expert_parallel_size", None) == 1:
+        out.append(f"--moe-expert-parallel-size 1: {NO_OP} because the models here have no mixture-of-experts "
+                   "layers")
+    if getattr(args, "disable_moe_token_dropping", False):
+        out.append(f"--disable-moe-token-dropping: {NO_OP} because the models here have no mixture-of-experts "
+                   "layers")
+    if getattr(args, "load", None) is None:
+        for dest in ("no_load_optim", "no_load_rng"):
+            if getattr(args, dest, None):
+                out.append(f"{_flag_name(dest)}: no effect here because no --load is given (nothing is resumed)")
+    if getattr(args, "tensorboard_dir", None) is None:
+        for dest in _TB_SWITCHES:
+            if getattr(args, dest, False):
+                out.append(f"{_flag_name(dest)}: no effect here because no --tensorboard-dir is given")
+    warmup, decay = getattr(args, "lr_warmup_tokens", None), getattr(args, "lr_decay_tokens", None)
+    decays = getattr(args, "lr_decay_style", "") != "constant"
+    if warmup is not None and decay is not None and warmup >= decay and decays:
+        out.append(f"--lr-warmup-tokens {warmup} >= --lr-decay-tokens {decay}: accepted as upstream does: the "
+                   f"learning rate warms up linearly over {warmup} tokens to --lr, then holds --min-lr (there is no "
+                   "decay phase)")
+    return out
+
+
+def log_startup_warnings(args: argparse.Namespace, log: logging.Logger | None = None) -> list[str]:
+    """Log ``startup_warnings(args)`` (one WARNING line each); returns them."""
+    lines = startup_warnings(args)
+    log = log or logging.getLogger("megatron.arguments")
+    for line in lines:
+        log.warning("%s", line)
+    return lines

@@ -75,7 +75,7 @@ def _log_arguments(args: argparse.Namespace) -> None:
 
 def configure(spec: ModelSpec, argv: Sequence[str] | None = None) -> tuple[RunConfig, Any]:
     """Parse and check the flags for ``spec``; returns (config, tokenizer). Bad input raises UsageError."""
-    from megatron.arguments import apply_args_defaults, parse_args, validate_args
+    from megatron.arguments import apply_args_defaults, log_startup_warnings, parse_args, validate_args
     from megatron.config import build_configs
     from megatron.tokenizer import build_tokenizer_from_args
     from megatron.training.initialize import (rank_from_env, set_launcher_env_defaults, setup_logging,
@@ -90,6 +90,8 @@ def configure(spec: ModelSpec, argv: Sequence[str] | None = None) -> tuple[RunCo
         if spec.complete_args is not None:
             spec.complete_args(args)
         validate_args(args, world_size)
+        if rank_from_env() == 0:  # the same flags on every rank: said once
+            log_startup_warnings(args)  # flags accepted for upstream recipes that change nothing here, and why
         tokenizer = build_tokenizer_from_args(args)
         config = build_configs(args, tokenizer, world_size)
         spec.validate_data(config, tokenizer)

@@ -10,6 +10,7 @@ By default the evaluation is exactly the one pretraining runs: the first --eval-
 the split, micro-batch by micro-batch, reporting the mean of the micro-batch metrics, in the training
 precision (--eval-fp32 forces fp32). ``--full-split`` goes once over every full micro-batch of one epoch
 of the split instead. Prints one summary line; ``--results-path`` also writes it as JSON (atomically).
+The model and the batches go to the GPU when there is one (``--device`` chooses), with TF32 fp32 matmuls.
 Bad input: one ``error: ...`` line on stderr, exit status 2.
 """
 from __future__ import annotations
@@ -49,6 +50,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--micro-batch-size", type=int, default=None, help="samples per forward (default: training's)")
     ap.add_argument("--global-batch-size", type=int, default=None, help="samples per batch (default: training's)")
     ap.add_argument("--eval-fp32", action="store_true", help="evaluate in fp32 (default: the training precision)")
+    ap.add_argument("--device", default=None,
+                    help="cpu or cuda[:N] (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
     ap.add_argument("--tokenizer-type", default=None, help="tokenizer (default: training's)")
     ap.add_argument("--vocab-file", default=None, help="tokenizer vocab (default: training's)")
     ap.add_argument("--merge-file", default=None, help="BPE merges (default: training's)")
@@ -59,6 +62,24 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--data-cache-path", default=None, help="directory for index-map caches (default: training's)")
     ap.add_argument("--results-path", default=None, help="also write the results as JSON to this file")
     return ap
+
+
+def eval_device(name: str | None) -> torch.device:
+    """--device as a torch.device (default: the accelerator when there is one); EvalError for an unusable one."""
+    from megatron.inference import default_device
+
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EvalError(f"--device {name!r}: expected cpu or cuda[:N]") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise EvalError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    if device.type not in ("cpu", "cuda"):
+        raise EvalError(f"--device {name!r}: expected cpu or cuda[:N]")
+    return device
 
 
 def evaluate_split(loaded: Any, dataset: Any, config: Any, *, micro_batches: int | None, label: str
@@ -145,8 +166,8 @@ def run(argv: Sequence[str] | None = None, *, prog: str = "evaluate", family: st
                  "tokenizer_type": cli.tokenizer_type, "vocab_file": cli.vocab_file, "merge_file": cli.merge_file,
                  "tokenizer_model": cli.tokenizer_model, "data_cache_path": cli.data_cache_path}
     _check_tokenizer_override(cli, overrides)
-    loaded = load_for_inference(cli.load, overrides, tag=cli.load_tag,
-                                dtype=torch.float32 if cli.eval_fp32 else None)
+    loaded = load_for_inference(cli.load, overrides, tag=cli.load_tag, dtype=torch.float32 if cli.eval_fp32 else None,
+                                device=eval_device(cli.device))
     config, spec = loaded.config, loaded.spec
     if family is not None and spec.name != family:
         raise EvalError(f"--load {cli.load}: a {spec.name} checkpoint; {prog} evaluates {family} checkpoints")

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import torch
 
 from megatron.config import ConfigError, RunConfig
+from megatron.data_efficiency.random_ltd import remove_random_ltd_state_dict
 from megatron.training.checkpointing import read_latest_tag
 from megatron.training.spec import ModelSpec
 
@@ -49,7 +50,7 @@ class InferenceModel:
     """What ``load_for_inference`` returns."""
 
     model: torch.nn.Module
-    """The family's plain model with the checkpoint's weights, in eval mode, in ``dtype`` on ``device``."""
+    """The family's plain model with the checkpoint's weights, in eval mode, in ``dtype`` on the chosen device."""
     config: RunConfig
     """Typed config rebuilt from the stored flags (training-only ones neutral) and the overrides (world size 1)."""
     tokenizer: Any
@@ -100,10 +101,17 @@ def load_model_states(checkpoint_dir: str, tag: str, path: str) -> tuple[dict[st
     if stage == 3:  # parameters are partitioned over the ZeRO shards: let DeepSpeed gather them
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        module = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
+        saved = module
+        # zero_to_fp32 names parameters after named_parameters() of the model as trained, random-LTD wrappers
+        # included (`...layers.1.random_ltd_layer.mlp...`): stripped below like every other state dict we write
+        module = remove_random_ltd_state_dict(get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag))
+        if isinstance(saved, dict):  # buffers it looked up under wrapped names (and missed): the saved plain ones
+            for key, value in saved.items():
+                if key not in module and isinstance(value, torch.Tensor) and value.numel():
+                    module[key] = value
     if not isinstance(module, dict) or not module:
         raise ConfigError(f"{states}: no model weights ('module') inside")
-    return dict(module), client
+    return dict(remove_random_ltd_state_dict(module)), client
 
 
 def training_dtype(stored_args: Mapping[str, Any], ds_config: Mapping[str, Any]) -> torch.dtype:
@@ -145,18 +153,29 @@ def inference_args(stored_args: Mapping[str, Any], ds_config: Mapping[str, Any],
     return args
 
 
+def default_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` (modulo the visible devices) when CUDA is there, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
 def load_for_inference(checkpoint_dir: str, overrides: Mapping[str, Any] | None = None, *, tag: str | None = None,
                        spec: ModelSpec | None = None, dtype: torch.dtype | None = None,
                        device: torch.device | str = "cpu") -> InferenceModel:
     """Load ``checkpoint_dir`` (its `latest` tag, or ``tag``) into a plain model of its family.
 
     ``overrides`` maps flag dests to values (e.g. ``{"data_path": [...], "eval_iters": 5}``); ``dtype`` defaults to
-    the training precision. Bad input (missing files, weights that do not fit, unknown family) is a ConfigError.
+    the training precision (fp16 becomes fp32 on the CPU). ``device``: where the model goes; evaluation passes
+    ``default_device()`` (the GPU when there is one, with TF32 matmuls), tools that work on host tensors (HF
+    export, finetuning's weight copy) keep the default CPU. Bad input (missing files, weights that do not fit,
+    unknown family) is a ConfigError.
     """
     from megatron.arguments import validate_args
     from megatron.config import build_configs
     from megatron.specs import LEGACY_FAMILY, get_spec
     from megatron.tokenizer import build_tokenizer_from_args
+    from megatron.training.model_build import configure_matmul_precision
 
     tag, path = resolve_checkpoint(checkpoint_dir, tag)
     weights, client = load_model_states(checkpoint_dir, tag, path)
@@ -180,7 +199,11 @@ def load_for_inference(checkpoint_dir: str, overrides: Mapping[str, Any] | None 
         first = str(e).strip().splitlines()
         raise ConfigError(f"{path}: the weights do not fit a {spec.name} model of the recorded shape "
                           f"({' '.join(first[:2])})") from None
-    dtype = dtype or training_dtype(stored_args, ds_config)
+    device = torch.device(device)
+    if dtype is None:
+        dtype = training_dtype(stored_args, ds_config)
+        dtype = torch.float32 if dtype == torch.float16 and device.type == "cpu" else dtype  # fp16 needs a GPU
+    configure_matmul_precision(device)
     model.to(device=device, dtype=dtype).eval()
     train_state = client.get("train_state") or {}
     return InferenceModel(model=model, config=config, tokenizer=tokenizer, spec=spec, path=os.path.abspath(path),

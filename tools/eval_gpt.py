@@ -2,12 +2,13 @@
 
     python tools/eval_gpt.py --load runs/quickstart/checkpoint [--eval-split valid|test|both] \\
         [--data-path other_text_document --split 0,100,0] [--eval-iters 50 | --full-split] \\
-        [--results-path eval.json]
+        [--results-path eval.json] [--device cuda:0]
 
 The flags stored in the checkpoint give the model shape, tokenizer, data, split, batch sizes and precision; any
 flag given here overrides them. By default the evaluation is exactly the one pretraining runs (the first
 --eval-iters global batches of the split, in the training precision; --eval-fp32 forces fp32); --full-split goes
-once over every full micro-batch of the split. Prints one summary line; --results-path also writes JSON.
+once over every full micro-batch of the split. The model runs on the GPU when there is one (--device chooses).
+Prints one summary line; --results-path also writes JSON.
 Bad input: one ``error: ...`` line on stderr, exit status 2. The work is done by ``megatron.evaluation``.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ _ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pa
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from megatron.arguments import parse_args  # noqa: E402
+from megatron.arguments import log_startup_warnings, parse_args  # noqa: E402
 from megatron.data_efficiency.analyzer import (check_map_request, resolve_metrics, run_map,  # noqa: E402
                                                run_map_reduce, run_reduce)
 from megatron.data_efficiency.analyzer_io import AnalyzerError  # noqa: E402
@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args = parse_args(argv, add_analyzer_args)
+        log_startup_warnings(args)  # upstream flags accepted here that change nothing, and why
         run(args)
     except (ValueError, OSError) as e:  # AnalyzerError, DatasetError, IndexedDatasetError, TokenizerError, ...
         sys.stderr.write(f"error: {e}\n")

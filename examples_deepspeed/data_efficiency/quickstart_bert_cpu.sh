@@ -96,6 +96,8 @@ cat > "$DS_CONFIG.tmp" <<EOF
   "train_micro_batch_size_per_gpu": ${MICRO_BATCH},
   "gradient_clipping": 1.0,
   "bf16": {"enabled": true},
+  "zero_optimization": {"stage": 1},
+  "data_types": {"grad_accum_dtype": "fp32"},
   "data_efficiency": {
     "enabled": true,
     "seed": ${SEED},
@@ -148,7 +150,7 @@ fi
 "$PYTHON" pretrain_bert.py \
     --num-layers "$NUM_LAYERS" --hidden-size "$HIDDEN" --num-attention-heads "$HEADS" \
     --seq-length "$SEQ" --max-position-embeddings "$SEQ" \
-    --micro-batch-size "$MICRO_BATCH" --global-batch-size "$GLOBAL_BATCH" --bf16 \
+    --micro-batch-size "$MICRO_BATCH" --global-batch-size "$GLOBAL_BATCH" --bf16 --zero-stage 1 \
     --train-tokens "$TRAIN_TOKENS" --lr "$LR" --min-lr 1e-5 --lr-decay-style linear \
     --lr-warmup-tokens $(( TRAIN_TOKENS / 20 )) --lr-decay-tokens "$TRAIN_TOKENS" \
     --weight-decay 0.01 --clip-grad 1.0 --attention-dropout 0.1 --hidden-dropout 0.1 \

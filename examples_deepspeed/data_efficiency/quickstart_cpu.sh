@@ -103,6 +103,8 @@ cat > "$DS_CONFIG.tmp" <<EOF
   "steps_per_print": 1000000,
   "gradient_clipping": 1.0,
   "bf16": {"enabled": true},
+  "zero_optimization": {"stage": 1},
+  "data_types": {"grad_accum_dtype": "fp32"},
   "data_efficiency": {
     "enabled": true,
     "seed": ${SEED},
@@ -165,7 +167,7 @@ fi
 "$PYTHON" pretrain_gpt.py \
     --num-layers "$NUM_LAYERS" --hidden-size "$HIDDEN" --num-attention-heads "$HEADS" \
     --seq-length "$SEQ" --max-position-embeddings "$SEQ" \
-    --micro-batch-size "$MICRO_BATCH" --global-batch-size "$GLOBAL_BATCH" --bf16 \
+    --micro-batch-size "$MICRO_BATCH" --global-batch-size "$GLOBAL_BATCH" --bf16 --zero-stage 1 \
     --train-tokens "$TRAIN_TOKENS" --lr "$LR" --min-lr 1e-5 --lr-decay-style cosine \
     --lr-warmup-tokens $(( TRAIN_TOKENS / 20 )) --lr-decay-tokens "$TRAIN_TOKENS" \
     --weight-decay 0.1 --adam-beta1 0.9 --adam-beta2 0.95 --clip-grad 1.0 \

@@ -121,9 +121,13 @@ def build_configs(args: argparse.Namespace, tokenizer: _Tokenizer, world_size: i
         position_embedding_type="rope" if rope else "learned_absolute", rotary_base=float(args.rope_theta),
         layernorm_epsilon=args.layernorm_epsilon, checkpoint_activations=args.checkpoint_activations)
     eval_samples = args.eval_iters * gbs
+    valid_samples = eval_samples
+    if getattr(args, "eval_advance", False):  # upstream sizes the validation split for every evaluation of the run
+        run_iters = train_iters if train_iters is not None else math.ceil(train_samples / gbs)
+        valid_samples = (run_iters // args.eval_interval + 1) * eval_samples
     data = DataConfig(
         data_path=tuple(args.data_path or ()), split=args.split, data_impl=args.data_impl, seed=args.seed,
-        train_valid_test_num_samples=(train_samples, eval_samples, eval_samples),
+        train_valid_test_num_samples=(train_samples, valid_samples, eval_samples),
         eod_token=getattr(tokenizer, "eod", None), reset_position_ids=args.reset_position_ids,
         reset_attention_mask=args.reset_attention_mask, eod_mask_loss=args.eod_mask_loss,
         num_workers=args.num_workers, dataloader_type=args.dataloader_type or "single",
@@ -148,6 +152,7 @@ def build_configs(args: argparse.Namespace, tokenizer: _Tokenizer, world_size: i
         data_parallel_size=eng.data_parallel_size, train_iters=train_iters, train_samples=train_samples,
         train_tokens=args.train_tokens, seq_length=seq, seed=args.seed, precision=eng.precision,
         zero_stage=eng.zero_stage, eval_interval=args.eval_interval, eval_iters=args.eval_iters,
+        eval_advance=bool(getattr(args, "eval_advance", False)),
         exit_interval=args.exit_interval, exit_duration_in_mins=args.exit_duration_in_mins,
         exit_signal_handler=bool(getattr(args, "exit_signal_handler", False)),
         skip_train=args.skip_train, distributed_backend=args.distributed_backend,

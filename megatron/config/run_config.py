@@ -183,11 +183,8 @@ def check_lr_schedule(*, max_lr: float, min_lr: float, lr_warmup_steps: float, l
     if lr_decay_tokens is not None:
         if lr_decay_tokens <= 0:
             raise LRSchedulerError(f"--lr-decay-tokens must be > 0, got {lr_decay_tokens}")
-        if lr_warmup_tokens is not None and lr_warmup_tokens >= lr_decay_tokens:
-            raise LRSchedulerError(
-                f"--lr-warmup-tokens {lr_warmup_tokens} must be smaller than "
-                f"--lr-decay-tokens {lr_decay_tokens}"
-            )
+        # --lr-warmup-tokens >= --lr-decay-tokens is accepted as upstream does (warm up, then hold min_lr); the CLI
+        # warns about it once (megatron.arguments.startup_warnings)
     if start_wd < 0.0 or end_wd < start_wd:
         raise LRSchedulerError(
             f"weight decay must satisfy 0 <= --start-weight-decay ({start_wd}) "
@@ -267,6 +264,9 @@ class TrainingConfig:
     """Iterations between evaluations."""
     eval_iters: int = 100
     """Global batches per evaluation (0 = no evaluation)."""
+    eval_advance: bool = False
+    """Each evaluation continues through the validation split where the last one stopped, as upstream does
+    (``--eval-advance``); default: the same first ``eval_iters`` batches every time."""
     exit_interval: int | None = None
     """Exit after an iteration divisible by this."""
     exit_duration_in_mins: int | None = None

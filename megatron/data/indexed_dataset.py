@@ -28,6 +28,9 @@ has the same item size in both tables and cannot be told apart by size: it is de
 whichever table the caller selects (Megatron's float32 by default).  Pass
 ``dtype_table="deepspeed"`` to read files written by DeepSpeed's DataAnalyzer.
 
+A ``.bin`` longer than its index describes is read (the trailing bytes ignored, with a warning), as upstream
+does; a shorter one, or an ``.idx`` whose size does not match its header, is an error.
+
 The legacy non-mmap "TNTIDX" format is not supported; re-run ``tools/preprocess_data.py``.
 """
 from __future__ import annotations
@@ -35,7 +38,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import struct
 import tempfile
 from types import TracebackType
@@ -143,10 +145,17 @@ def _table(name: str) -> dict[int, np.dtype]:
 # --------------------------------------------------------------------------------------------
 
 
-class _Index:
-    """Parsed and validated ``.idx`` file (arrays are views of a memory map)."""
+class MMapIndex:
+    """Parsed and validated ``.idx`` file (arrays are views of a memory map); ``MMapIndexedDataset.Index``.
 
-    def __init__(self, idx_path: str, bin_path: str, dtype_table: str = "megatron") -> None:
+    Upstream's API: ``Index(path, skip_warmup)``, ``len()``, ``index[i] -> (pointer, size)``, ``sizes``,
+    ``doc_idx``, ``dtype`` and ``Index.writer(path, dtype)``. Given ``bin_path`` (as the dataset does), the ``.bin``
+    is checked against the index too; alone, only the index is (as upstream's ``Index`` reads no ``.bin``).
+    """
+
+    def __init__(self, path: str, skip_warmup: bool = True, bin_path: str | None = None,
+                 dtype_table: str = "megatron") -> None:
+        idx_path = path
         table = _table(dtype_table)
         if not os.path.isfile(idx_path):
             raise IndexedDatasetError(f"{idx_path}: index file not found")
@@ -185,12 +194,26 @@ class _Index:
         self.sizes = np.frombuffer(buf, dtype="<i4", count=n, offset=HEADER_SIZE)
         self.pointers = np.frombuffer(buf, dtype="<i8", count=n, offset=HEADER_SIZE + 4 * n)
         self.doc_idx = np.frombuffer(buf, dtype="<i8", count=d, offset=HEADER_SIZE + 12 * n)
+        self.bin_bytes = 0
+        """Bytes of the ``.bin`` that the index describes (trailing bytes past them are ignored)."""
         self._validate(bin_path, dtype_table)
+        if not skip_warmup:
+            _warmup(idx_path)
 
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def _validate(self, bin_path: str, dtype_table: str) -> None:
+    def __getitem__(self, i: int) -> tuple[np.int64, np.int32]:
+        """(byte offset in the ``.bin``, elements) of item ``i`` -- upstream's ``Index.__getitem__``."""
+        return self.pointers[i], self.sizes[i]
+
+    @classmethod
+    def writer(cls, path: str, dtype: Any) -> "_IndexWriter":
+        """Upstream's ``Index.writer(path, dtype)``: ``with ... as w: w.write(sizes, doc_idx)`` writes an ``.idx``
+        (atomically: a temp file renamed when the block ends without an exception)."""
+        return _IndexWriter(path, dtype)
+
+    def _validate(self, bin_path: str | None, dtype_table: str) -> None:
         p, n = self.path, len(self.sizes)
         if n and int(self.sizes.min()) < 0:
             bad = int(np.argmax(self.sizes < 0))
@@ -208,18 +231,10 @@ class _Index:
                 f"{p}: pointers[{bad}] = {int(self.pointers[bad])} does not match the sizes "
                 f"(expected {int(elements[bad]) * itemsize} = sum(sizes[:{bad}]) * itemsize {itemsize})"
             )
-        if not os.path.isfile(bin_path):
-            raise IndexedDatasetError(f"{bin_path}: data file not found (index {p} exists)")
-        bin_size = os.path.getsize(bin_path)
         need = int(elements[-1]) * itemsize
-        if bin_size != need:
-            if other is not None and other.itemsize != itemsize and bin_size == int(elements[-1]) * other.itemsize and need:
-                raise self._table_clash(dtype_table, other_name, other)
-            what = "truncated" if bin_size < need else "has trailing bytes"
-            raise IndexedDatasetError(
-                f"{bin_path}: {what}: size {bin_size} bytes, but the index {p} describes {int(elements[-1])} "
-                f"elements of {self.dtype} = {need} bytes"
-            )
+        self.bin_bytes = need
+        if bin_path is not None:
+            self._check_bin(bin_path, need, int(elements[-1]), dtype_table, other_name, other)
         d = self.doc_idx
         if len(d) == 0 or int(d[0]) != 0:
             raise IndexedDatasetError(f"{p}: doc_idx must start with 0, got {d[:1].tolist()}")
@@ -229,12 +244,73 @@ class _Index:
         if int(d[-1]) > n:
             raise IndexedDatasetError(f"{p}: doc_idx last entry {int(d[-1])} exceeds the number of items {n}")
 
+    def _check_bin(self, bin_path: str, need: int, elements: int, dtype_table: str, other_name: str,
+                   other: np.dtype | None) -> None:
+        """The ``.bin`` holds the ``need`` bytes the index describes; trailing bytes are read past with a warning
+        (upstream reads such files too), a short file or another dtype table's file is an error."""
+        p = self.path
+        if not os.path.isfile(bin_path):
+            raise IndexedDatasetError(f"{bin_path}: data file not found (index {p} exists)")
+        bin_size = os.path.getsize(bin_path)
+        if bin_size == need:
+            return
+        other_size = None if other is None or other.itemsize == self.dtype.itemsize else elements * other.itemsize
+        if need and bin_size == other_size:
+            assert other is not None
+            raise self._table_clash(dtype_table, other_name, other)
+        if bin_size < need:
+            raise IndexedDatasetError(
+                f"{bin_path}: truncated: size {bin_size} bytes, but the index {p} describes {elements} "
+                f"elements of {self.dtype} = {need} bytes"
+            )
+        logging.getLogger(__name__).warning(
+            "%s: has %d trailing bytes after the %d bytes (%d elements of %s) that the index %s describes; they are "
+            "ignored (as upstream Megatron does)", bin_path, bin_size - need, need, elements, self.dtype, p)
+
     def _table_clash(self, used: str, other_name: str, other: np.dtype) -> IndexedDatasetError:
         return IndexedDatasetError(
             f"{self.path}: dtype code {self.dtype_code} means {self.dtype} in {_TABLE_NAMES[used]}'s table, but the pointers and "
             f".bin size match {other} ({other.itemsize}-byte items): the file was written with {_TABLE_NAMES[other_name]}'s "
             f"dtype table. Open it with MMapIndexedDataset(prefix, dtype_table={other_name!r})"
         )
+
+
+class _IndexWriter:
+    """Context manager behind ``MMapIndex.writer``: ``write(sizes, doc_idx)`` then an atomic publish."""
+
+    def __init__(self, path: str, dtype: Any) -> None:
+        self._path = path
+        self._dtype = np.dtype(dtype)
+        self._code = code(self._dtype)
+        self._tmp: str | None = None
+        self._file: Any = None
+
+    def __enter__(self) -> "_IndexWriter":
+        fd, self._tmp = _mkstemp_for(self._path)
+        self._file = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, sizes: Sequence[int] | np.ndarray, doc_idx: Sequence[int] | np.ndarray) -> None:
+        """Header, sizes (int32), pointers (int64 byte offsets from the sizes) and doc_idx (int64)."""
+        sizes_arr = np.asarray(sizes, dtype=np.int64).reshape(-1)
+        if sizes_arr.size and (int(sizes_arr.min()) < 0 or int(sizes_arr.max()) > np.iinfo(np.int32).max):
+            raise ValueError(f"{self._path}: item sizes must be in [0, 2^31-1]")
+        docs = np.asarray(doc_idx, dtype=np.int64).reshape(-1)
+        pointers = np.zeros(len(sizes_arr), dtype=np.int64)
+        np.cumsum(sizes_arr[:-1] * self._dtype.itemsize, out=pointers[1:])
+        self._file.write(_HEADER.pack(_MAGIC, _VERSION, self._code, len(sizes_arr), len(docs)))
+        self._file.write(sizes_arr.astype("<i4").tobytes())
+        self._file.write(pointers.astype("<i8").tobytes())
+        self._file.write(docs.astype("<i8").tobytes())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._file.close()
+        assert self._tmp is not None
+        if exc_type is None:
+            os.replace(self._tmp, self._path)
+        elif os.path.exists(self._tmp):
+            os.remove(self._tmp)
 
 
 _TEMP_SUFFIX_RE = re.compile(r"\.[a-z0-9_]{8}\.tmp")
@@ -292,8 +368,14 @@ def _warmup(path: str) -> None:
 
 
 class MMapIndexedDataset:
-    """Memory-mapped reader of a validated ``prefix.bin`` / ``prefix.idx`` pair."""
+    """Memory-mapped reader of a validated ``prefix.bin`` / ``prefix.idx`` pair.
 
+    Megatron's API as upstream scripts call it: ``ds[i]``, ``ds[a:b]`` (a list of arrays; an empty slice gives a
+    list holding one empty array), ``get(i, offset, length)``, ``size(i)``, ``sizes``, ``doc_idx``,
+    ``get_doc_idx()``, ``set_doc_idx()``, ``dtype``, ``exists(prefix)`` and the nested ``Index`` class.
+    """
+
+    Index = MMapIndex
     supports_prefetch = False
 
     def __init__(self, path_prefix: str, skip_warmup: bool = True, dtype_table: str = "megatron") -> None:
@@ -304,9 +386,8 @@ class MMapIndexedDataset:
 
     def _open(self) -> None:
         idx_path, bin_path = index_file_path(self._path_prefix), data_file_path(self._path_prefix)
-        self._index = _Index(idx_path, bin_path, self._dtype_table)
+        self._index = MMapIndex(idx_path, self._skip_warmup, bin_path, self._dtype_table)
         if not self._skip_warmup:
-            _warmup(idx_path)
             _warmup(bin_path)
         if os.path.getsize(bin_path) == 0:  # mmap cannot map an empty file
             self._bin_mmap = None
@@ -340,8 +421,11 @@ class MMapIndexedDataset:
             start, stop, step = idx.indices(len(self))
             if step != 1:
                 raise ValueError(f"slices of an indexed dataset must be contiguous (step 1), got step {step}")
-            if stop <= start:
-                return []
+            if start >= len(self):  # upstream reads pointers[start] first, which fails here too
+                raise IndexError(f"slice {idx.start}:{idx.stop} of {self._path_prefix} starts at its end ({len(self)} "
+                                 "items)")
+            if stop <= start:  # upstream: np.split of an empty read -> one empty array
+                return [np.zeros(0, dtype=self.dtype)]
             sizes = self._index.sizes[start:stop]
             total = int(sizes.sum(dtype=np.int64))
             span = np.frombuffer(self._bin, dtype=self.dtype, count=total, offset=int(self._index.pointers[start]))
@@ -364,6 +448,19 @@ class MMapIndexedDataset:
     def sizes(self) -> np.ndarray:
         """Elements per item (int32)."""
         return self._index.sizes
+
+    def size(self, index: Any) -> Any:
+        """Elements of item ``index`` (upstream's ``size(i)``; an index array gives an array)."""
+        return self._index.sizes[index]
+
+    def get_doc_idx(self) -> np.ndarray:
+        """The document index (upstream's ``get_doc_idx()``): first item of each document, starting with 0."""
+        return self._index.doc_idx
+
+    def set_doc_idx(self, doc_idx: Any) -> None:
+        """Replace the document index this reader reports (upstream's ``set_doc_idx()``; the files are untouched,
+        and reopening or unpickling reads the file's again)."""
+        self._index.doc_idx = np.asarray(doc_idx)
 
     @property
     def pointers(self) -> np.ndarray:
@@ -524,7 +621,7 @@ class MMapIndexedDatasetBuilder:
     def merge_file_(self, other_prefix: str) -> None:
         """Append the items and documents of the dataset at ``other_prefix`` (same dtype required)."""
         self._check_open()
-        other = _Index(index_file_path(other_prefix), data_file_path(other_prefix))
+        other = MMapIndex(index_file_path(other_prefix), True, data_file_path(other_prefix))
         if other.dtype != self._dtype:
             raise IndexedDatasetError(
                 f"{index_file_path(other_prefix)}: dtype {other.dtype} differs from the builder's dtype {self._dtype}; "
@@ -533,8 +630,14 @@ class MMapIndexedDatasetBuilder:
         offset = len(self._sizes)
         self._sizes.extend(other.sizes)
         self._doc_idx.extend(other.doc_idx[1:] + offset)
-        with open(data_file_path(other_prefix), "rb") as src:
-            shutil.copyfileobj(src, self._file, _COPY_CHUNK)
+        with open(data_file_path(other_prefix), "rb") as src:  # only the bytes the index describes
+            left = other.bin_bytes
+            while left > 0:
+                chunk = src.read(min(_COPY_CHUNK, left))
+                if not chunk:
+                    raise IndexedDatasetError(f"{data_file_path(other_prefix)}: shorter than its index describes")
+                self._file.write(chunk)
+                left -= len(chunk)
 
     def finalize(self, index_file: str) -> None:
         """Write the index and publish both files (``.bin`` renamed first, then ``.idx``)."""

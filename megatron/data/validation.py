@@ -2,15 +2,30 @@
 
 Family specs (``megatron.specs``) call these from their ``validate_data``; errors are ConfigError lines naming
 the flag and the file.
+
+The token-id scan reads every .bin file (up to 4 GiB each). In a multi-process launch (WORLD_SIZE > 1) only local
+rank 0 of each node reads them; the node's other ranks wait for its verdict, a small JSON file in the node's temp
+directory named after the files' identity (path, size, mtime) and the vocabulary size, and raise the same error.
+The check runs before torch.distributed exists, hence a file rather than a barrier.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import tempfile
+import time
 from typing import Sequence
 
 import numpy as np
 
 from megatron.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+VERDICT_WAIT_SECONDS = 3600.0
+"""How long a node's other ranks wait for local rank 0's token-id verdict before giving up."""
 
 
 def data_prefixes(data_path: Sequence[str] | None) -> list[str]:
@@ -47,8 +62,73 @@ def check_token_ids(prefixes: Sequence[str], padded_vocab_size: int,
     """Raise ConfigError if any token id in the prefixes' .bin files is >= padded_vocab_size.
 
     Files up to `max_scan_bytes` are scanned whole; larger ones are scanned in 64 MiB windows spread
-    over the file (a partial check, logged as such).
+    over the file (a partial check, logged as such). With WORLD_SIZE > 1 only LOCAL_RANK 0 scans; the other
+    ranks of its node take its verdict (see the module docstring).
     """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if world <= 1:
+        _scan_token_ids(prefixes, padded_vocab_size, max_scan_bytes)
+        return
+    path = verdict_path(prefixes, padded_vocab_size, max_scan_bytes)
+    if local_rank == 0:
+        try:
+            _scan_token_ids(prefixes, padded_vocab_size, max_scan_bytes)
+        except Exception as e:  # noqa: BLE001 - every failure is reported to the waiting ranks, then re-raised
+            _write_verdict(path, f"{e}" if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}")
+            raise
+        _write_verdict(path, None)
+        return
+    error = _wait_for_verdict(path, prefixes, VERDICT_WAIT_SECONDS)
+    if error is not None:
+        raise ConfigError(error)
+
+
+def verdict_path(prefixes: Sequence[str], padded_vocab_size: int, max_scan_bytes: int) -> str:
+    """This node's verdict file for a token-id check of these files (unique to their path, size and mtime)."""
+    identity: list[object] = [padded_vocab_size, max_scan_bytes]
+    for prefix in prefixes:
+        for ext in (".bin", ".idx"):
+            name = os.path.realpath(prefix + ext)
+            stat = os.stat(name) if os.path.exists(name) else None
+            identity.append([name, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1])
+    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"megatron-token-check-{user}-{digest}.json")
+
+
+def _write_verdict(path: str, error: str | None) -> None:
+    """Write {"error": message or null} atomically (a waiting rank never reads half a file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"error": error}, f)
+        os.replace(tmp, path)
+    except OSError as e:  # the other ranks will time out with a message naming the file
+        logger.warning("could not write the token-id check verdict %s: %s", path, e)
+
+
+def _wait_for_verdict(path: str, prefixes: Sequence[str], timeout: float) -> str | None:
+    """Local rank 0's error message (None: the ids fit), waiting up to `timeout` seconds for it."""
+    start = last_note = time.monotonic()
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("error")
+        except (OSError, ValueError):
+            pass
+        now = time.monotonic()
+        if now - start > timeout:
+            raise ConfigError(f"--data-path {' '.join(prefixes)}: local rank 0 did not report its token-id check "
+                              f"within {timeout:.0f} s (no {path}); did it fail to start?")
+        if now - last_note > 60:
+            logger.info("waiting for local rank 0 to check the token ids of %s", " ".join(prefixes))
+            last_note = now
+        time.sleep(0.05)
+
+
+def _scan_token_ids(prefixes: Sequence[str], padded_vocab_size: int, max_scan_bytes: int) -> None:
+    """The scan itself (check_token_ids without the one-rank-per-node logic)."""
     from tqdm import tqdm
 
     from megatron.data.indexed_dataset import MMapIndexedDataset

@@ -99,6 +99,8 @@ class CurriculumLearning:
         self.current_difficulties: dict[str, int] = {}
         self.curriculum_seqlen = seq_length
         self.rows_per_microbatch: int | None = None
+        self._clusters_consumed = 0  # clusters that existed when the last consumed micro-batch was drawn
+        self._clusters_reported = 0  # of those, how many cluster_summary() has reported
 
     @property
     def active(self) -> bool:
@@ -126,6 +128,7 @@ class CurriculumLearning:
         if self._pending_sampler_state is not None:
             self.sampler.load_state_dict(self._pending_sampler_state)
             self._pending_sampler_state = None
+        self._clusters_consumed = self._clusters_reported = self.sampler.num_clusters  # rebuilt ones are not news
         return self.sampler
 
     def set_custom_curriculum_learning_schedule(self, schedule_fns: Mapping[str, Callable[[int], int]]) -> None:
@@ -152,6 +155,7 @@ class CurriculumLearning:
         step = _iteration(state) + 1
         if self.sampler is not None:
             info = self.sampler.consume()
+            self._clusters_consumed = max(self._clusters_consumed, len(info.snapshot.clusters))
             return dict(info.difficulties), info.curriculum_step
         if self.use_sampler:
             raise RuntimeError("curriculum learning: post_process called before build_sampler(); the training "
@@ -224,6 +228,20 @@ class CurriculumLearning:
                 self.sampler.load_state_dict(sampler_state)
             else:
                 self._pending_sampler_state = dict(sampler_state)
+
+    def cluster_summary(self) -> str | None:
+        """``clusters: 3 built (difficulty voc 12->20)``: the clusters built for the batches consumed since the
+        previous call (the sampler may run ahead of training), or None if there were none. Each cluster build
+        is logged on its own at debug level only."""
+        if self.sampler is None or self._clusters_consumed <= self._clusters_reported:
+            return None
+        built = self.sampler.clusters_info[self._clusters_reported:self._clusters_consumed]
+        self._clusters_reported = self._clusters_consumed
+        ranges = []
+        for name in built[0]["current"]:
+            first, last = built[0]["current"][name], built[-1]["current"][name]
+            ranges.append(f"{name} {first}" if first == last else f"{name} {first}->{last}")
+        return f"clusters: {len(built)} built (difficulty {', '.join(ranges)})"
 
     def log_fields(self) -> dict[str, float]:
         """``curriculum seqlen`` and ``difficulty <metric>`` for the log line / TensorBoard."""

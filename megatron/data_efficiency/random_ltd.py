@@ -8,8 +8,11 @@ length S (spec §5.3, with upstream's gaps fixed):
 
 1. Per (dropping layer, sample), r positions are drawn uniformly without replacement and sorted. All
    dropping layers' indices are drawn together once per model forward (a forward pre-hook on the
-   converted model clears the cache), from a torch generator seeded by (seed, rank, completed steps).
-   Activation recomputation in the backward pass therefore sees the same indices.
+   converted model clears the cache and counts the step's training micro-batches). The draw is a
+   counter-based hash of (seed, completed steps, layer, the sample's GLOBAL position in the step's global
+   batch, token position) — no generator state, no rank — so a run drops the same tokens on 1 or N
+   data-parallel ranks, on any device, and after a resume. Activation recomputation in the backward pass
+   sees the same (cached) indices.
 2. The kept hidden states are gathered; so are their ``position_ids`` (RoPE sees the true positions;
    missing position ids are materialised as 0..S-1 first) and the attention mask on both axes (a
    document-reset mask or a padding mask stays exact; ``None`` stays ``None``, which is the causal mask
@@ -59,12 +62,65 @@ WRAPPED_NAME = "random_ltd_layer"
 # token sampling, gather and scatter
 
 
+_MASK32 = 0xFFFFFFFF
+_GOLDEN32 = 0x9E3779B9  # odd: i -> i * _GOLDEN32 mod 2**32 is a bijection (a Weyl sequence)
+_LAYER32 = 0x85EBCA77
+_SAMPLE32 = 0xC2B2AE3D
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 x in [0, 2**32), exact in int64 (no overflow): for c >= 2**31,
+    x * c = x * (c - 2**31) + (x mod 2) * 2**31 (mod 2**32)."""
+    if c < 1 << 31:
+        return (x * c) & _MASK32
+    return (x * (c - (1 << 31)) + ((x & 1) << 31)) & _MASK32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit avalanche hash of int64 values in [0, 2**32) (xor-shift-multiply, "lowbias32" constants)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def token_keys(row_keys: torch.Tensor, seq_length: int) -> torch.Tensor:
+    """Random 32-bit keys [rows, s] (int64), a counter-based hash of (row key, position): no generator state.
+
+    Every row is a splitmix-style stream: the Weyl sequence ``row_key + p * golden`` through :func:`_mix32`.
+    Integer arithmetic only, so the keys are identical on every device and any number of ranks.
+    """
+    positions = torch.arange(seq_length, dtype=torch.int64, device=row_keys.device)
+    return _mix32((row_keys[:, None] + _mul32(positions, _GOLDEN32)[None, :]) & _MASK32)
+
+
+def row_keys_for(step_key: int, num_layers: int, sample_positions: torch.Tensor) -> torch.Tensor:
+    """Key [num_layers * b] (int64 in [0, 2**32)) of every (dropping layer, sample) from the step's key.
+
+    ``sample_positions`` [b] are the samples' global positions in the step's global batch, so a sample gets the
+    same key on any data-parallel rank and in any micro-batch layout.
+    """
+    device = sample_positions.device
+    layers = torch.arange(num_layers, dtype=torch.int64, device=device)
+    layer_keys = _mix32((_mul32(layers, _LAYER32) ^ (int(step_key) & _MASK32)))  # [n]
+    samples = _mul32(sample_positions.to(torch.int64) & _MASK32, _SAMPLE32)  # [b]
+    return _mix32(layer_keys[:, None] ^ samples[None, :]).reshape(-1)  # [n*b], order (layer, sample)
+
+
 def sample_token_indices(
-    num_layers: int, batch: int, seq_length: int, reserved: int, *, generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    num_layers: int, sample_positions: torch.Tensor, seq_length: int, reserved: int, *, step_key: int = 0,
 ) -> torch.Tensor:
-    """Sorted uniform samples without replacement: int64 [num_layers, batch, reserved] of positions < seq_length."""
-    keys = torch.rand(num_layers * batch, seq_length, generator=generator, device=device)  # [n*b, s]
+    """Sorted uniform samples without replacement: int64 [num_layers, b, reserved] of positions < seq_length.
+
+    A pure function of (step_key, layer, the sample's global position ``sample_positions[i]``, position): per
+    row, the ``reserved`` positions with the largest :func:`token_keys` (ties, at 2**-32 odds, go to the later
+    position) — a uniformly random subset. Computed on ``sample_positions.device``.
+    """
+    batch = int(sample_positions.shape[0])
+    keys = token_keys(row_keys_for(step_key, num_layers, sample_positions), seq_length)  # [n*b, s]
+    shift = max(1, (seq_length - 1).bit_length())  # unique sort keys: (key, position); < 2**63 for s <= 2**31
+    keys = (keys << shift) | torch.arange(seq_length, dtype=torch.int64, device=keys.device)
     kept = keys.topk(reserved, dim=1, sorted=False).indices  # [n*b, r]
     return kept.sort(dim=1).values.view(num_layers, batch, reserved)
 
@@ -115,48 +171,63 @@ def gather_mask(mask: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class TokenSampler:
-    """State shared by the wrappers of one model: reserved length, generator, per-forward index cache."""
+    """State shared by the wrappers of one model: reserved length, step key, micro-batch counter, index cache.
 
-    def __init__(self, num_ltd_layers: int, *, reserved_length: int, seed: int = 1234, rank: int = 0) -> None:
+    The kept positions of a sample depend only on (seed, completed steps, dropping layer, the sample's global
+    position in the step's global batch): not on the rank, the number of ranks or the micro-batch size. The
+    global position of row ``j`` of this rank's ``m``-th training micro-batch of the step is
+    ``(m * data_parallel_size + data_parallel_rank) * b + j`` — the layout of the training samplers, which hand
+    rank r the r-th slice of every micro_batch × dp block — so a run draws the same tokens on 1 or N ranks.
+    """
+
+    def __init__(self, num_ltd_layers: int, *, reserved_length: int, seed: int = 1234, data_parallel_rank: int = 0,
+                 data_parallel_size: int = 1) -> None:
+        if not 0 <= data_parallel_rank < data_parallel_size:
+            raise ValueError(f"random-LTD: data_parallel_rank {data_parallel_rank} is outside "
+                             f"[0, {data_parallel_size})")
         self.num_ltd_layers = num_ltd_layers
         self.reserved_length = reserved_length
         self.seed = seed
-        self.rank = rank
+        self.data_parallel_rank = data_parallel_rank
+        self.data_parallel_size = data_parallel_size
         self.step = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self.micro_batch = 0
+        """Training forwards since the last ``reseed`` minus one: the micro-batch number within the step."""
+        self._forwards = 0
+        self._step_key = self._key_of(0)
         self._cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
 
-    def _seed_value(self) -> int:
-        """Generator seed derived from (seed, rank, step): distinct per rank, reproducible on resume."""
-        return int(np.random.SeedSequence([self.seed, self.rank, self.step]).generate_state(1, np.uint64)[0] >> 1)
+    def _key_of(self, step: int) -> int:
+        """32-bit key of (seed, step): the same on every rank, reproducible on resume."""
+        return int(np.random.SeedSequence([self.seed, step]).generate_state(1, np.uint32)[0])
 
     def reseed(self, step: int) -> None:
-        """Restart every generator from (seed, rank, step); called once per optimizer step by RandomLTD."""
+        """Start step ``step + 1``'s draws (after ``step`` completed steps); called once per optimizer step."""
         self.step = step
-        for generator in self._generators.values():
-            generator.manual_seed(self._seed_value())
+        self._step_key = self._key_of(step)
+        self._forwards = 0
+        self.micro_batch = 0
         self._cache = None
 
-    def new_forward(self, *_hook_args: Any) -> None:
-        """Forget the indices of the previous model forward (installed as the model's forward pre-hook)."""
+    def new_forward(self, module: nn.Module | None = None, *_hook_args: Any) -> None:
+        """A model forward starts (the model's forward pre-hook): forget the cached indices; in training mode the
+        next micro-batch of the step begins (evaluation forwards do not count)."""
         self._cache = None
+        if module is None or module.training:
+            self.micro_batch = self._forwards
+            self._forwards += 1
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        """This rank's generator on ``device`` (created lazily)."""
-        if device not in self._generators:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(self._seed_value())
-            self._generators[device] = generator
-        return self._generators[device]
+    def sample_positions(self, batch: int, device: torch.device) -> torch.Tensor:
+        """Global positions [b] in the step's global batch of this rank's current micro-batch rows."""
+        first = (self.micro_batch * self.data_parallel_size + self.data_parallel_rank) * batch
+        return torch.arange(first, first + batch, dtype=torch.int64, device=device)
 
     def indices(self, ordinal: int, batch: int, seq_length: int, device: torch.device) -> torch.Tensor:
         """Sorted kept positions [b, r] of dropping layer number ``ordinal`` for the current forward."""
         key = (batch, seq_length, self.reserved_length, device)
         if self._cache is None or self._cache[0] != key:
-            drawn = sample_token_indices(
-                self.num_ltd_layers, batch, seq_length, self.reserved_length,
-                generator=self._generator(device), device=device,
-            )
+            drawn = sample_token_indices(self.num_ltd_layers, self.sample_positions(batch, device), seq_length,
+                                         self.reserved_length, step_key=self._step_key)
             self._cache = (key, drawn)
         return self._cache[1][ordinal]
 
@@ -357,14 +428,16 @@ class RandomLTD:
 
     Protocol (one call per optimizer step)::
 
-        ltd = RandomLTD.from_ds_config(ds_config, num_layers=L, seq_length=S, seed=args.seed, rank=rank)
+        ltd = RandomLTD.from_ds_config(ds_config, num_layers=L, seq_length=S, seed=args.seed,
+                                       data_parallel_rank=r, data_parallel_size=dp)
         ltd.convert(model, TransformerLayer)         # after loading a (plain) checkpoint
         ltd.set_completed_steps(iteration)           # once, at start/resume (state_dict restores it too)
         ... forward/backward/step of iteration+1 use ltd.reserved_length ...
         ltd.step(iteration + 1, rows_in_global_batch, row_length)   # after the optimizer step
     """
 
-    def __init__(self, config: RandomLTDConfig, *, seed: int = 1234, rank: int = 0) -> None:
+    def __init__(self, config: RandomLTDConfig, *, seed: int = 1234, data_parallel_rank: int = 0,
+                 data_parallel_size: int = 1) -> None:
         if not config.enabled or config.schedule is None:
             raise ValueError("RandomLTD needs an enabled data_efficiency.data_routing.random_ltd block")
         self.config = config
@@ -372,7 +445,8 @@ class RandomLTD:
             config.schedule, num_layers=config.num_layers, num_ltd_layers=config.num_ltd_layers
         )
         self.sampler = TokenSampler(
-            config.num_ltd_layers, reserved_length=self.scheduler.current_value, seed=seed, rank=rank
+            config.num_ltd_layers, reserved_length=self.scheduler.current_value, seed=seed,
+            data_parallel_rank=data_parallel_rank, data_parallel_size=data_parallel_size,
         )
         self.last_reserved_length = self.scheduler.current_value
         self.last_layer_tokens = 0
@@ -380,7 +454,7 @@ class RandomLTD:
     @classmethod
     def from_ds_config(
         cls, ds_config: Mapping[str, Any], *, num_layers: int | None = None, seq_length: int | None = None,
-        seed: int = 1234, rank: int = 0, source: str | None = None,
+        seed: int = 1234, data_parallel_rank: int = 0, data_parallel_size: int = 1, source: str | None = None,
     ) -> "RandomLTD | None":
         """Build from a full DeepSpeed JSON dict; None when random-LTD is not enabled there."""
         efficiency = ds_config.get("data_efficiency") or {}
@@ -391,18 +465,20 @@ class RandomLTD:
             return None
         if efficiency.get("enabled") is not True:
             logger.warning("data_efficiency.enabled is not true; like DeepSpeed, random-LTD follows random_ltd.enabled")
-        return cls(config, seed=seed, rank=rank)
+        return cls(config, seed=seed, data_parallel_rank=data_parallel_rank,
+                   data_parallel_size=data_parallel_size)
 
     @classmethod
     def from_config(
         cls, config: RandomLTDConfig, *, num_layers: int | None = None, seq_length: int | None = None,
-        seed: int = 1234, rank: int = 0, source: str | None = None,
+        seed: int = 1234, data_parallel_rank: int = 0, data_parallel_size: int = 1, source: str | None = None,
     ) -> "RandomLTD | None":
         """Build from an already parsed block (e.g. ``DataEfficiencyConfig.data_routing.random_ltd``)."""
         if not isinstance(config, RandomLTDConfig) or not config.enabled:
             return None
         check_random_ltd_against_run(config, num_layers=num_layers, seq_length=seq_length, source=source)
-        return cls(config, seed=seed, rank=rank)
+        return cls(config, seed=seed, data_parallel_rank=data_parallel_rank,
+                   data_parallel_size=data_parallel_size)
 
     @property
     def reserved_length(self) -> int:

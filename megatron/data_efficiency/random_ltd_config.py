@@ -6,7 +6,8 @@ Two keys are ours:
 * ``layer_token_lr_schedule`` exists upstream but raises "not implemented" there; here it drives the
   LR from consumed layer tokens (see ``megatron/data_efficiency/layer_token_lr.py``).
 * ``allow_first_last_layers`` (default false): by convention random-LTD never drops tokens in the first
-  (0) and last (L-1) layers; listing them in ``random_ltd_layer_id`` is an error unless this is true.
+  (0) and last (L-1) layers; listing them in ``random_ltd_layer_id`` is accepted (as upstream) with a warning,
+  which this key set to true silences.
 
 Every problem raises :class:`RandomLTDConfigError` naming the key path and what was expected.
 """
@@ -352,12 +353,11 @@ def _cross_check(reader: _Reader, config: RandomLTDConfig, layer_ids: list[int])
                 f"layer {value} is out of range; expected 0 <= id < total_layer_num ({total})",
             )
     edges = sorted({0, total - 1} & set(layer_ids))
-    if edges and not config.allow_first_last_layers:
-        raise reader.error(
-            f"{path}.random_ltd_layer_id",
-            f"includes layer {edges[0]}, the {'first' if edges[0] == 0 else 'last'} layer; random-LTD keeps "
-            "the first and last layers dense (set allow_first_last_layers: true to drop tokens there anyway)",
-        )
+    if edges and not config.allow_first_last_layers:  # accepted, as upstream and DeepSpeed do: warn only
+        logger.warning(
+            "%s.random_ltd_layer_id includes layer %d, the %s layer: accepted (as upstream), tokens are dropped "
+            "there too, but random-LTD usually keeps the first and last layers dense (set allow_first_last_layers: "
+            "true to silence this)", path, edges[0], "first" if edges[0] == 0 else "last")
 
 
 def check_random_ltd_against_run(

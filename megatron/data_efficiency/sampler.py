@@ -10,7 +10,7 @@ Per global batch (G = micro_batch × dp × grad_accum samples):
    is met, so the global batch is ALWAYS full (DeepSpeed PR #8520 returned short batches from tiny clusters).
 4. The batch is shuffled. Every rank computes the SAME batch from the same seed and index files, so nothing is
    broadcast (DeepSpeed broadcast from rank 0); when torch.distributed is initialized with several ranks, a
-   16-byte all-reduce checks that the ranks agree. Every rank therefore needs read access to the index files.
+   16-byte all-reduce checks that the ranks agree (on the process group's device: :mod:`.collectives`). Every rank therefore needs read access to the index files.
 5. The batch is cut into ``G / (micro_batch × dp)`` micro-blocks; rank r yields ids [r·n//dp, (r+1)·n//dp) of
    each block, so shares differ by at most 1 even for a short last block (DeepSpeed PR #5118's rule).
 
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .collectives import all_reduce_ints
 from .cluster import (ClusterBuilder, CurriculumDataError, MetricIndex, cluster_checksum, read_cluster_file,
                       write_cluster_file)
 from .config import CurriculumLearningConfig, DataEfficiencyConfig
@@ -219,8 +220,8 @@ class CurriculumSampler:
     def _new_cluster(self, previous: dict[str, float], current: dict[str, int]) -> None:
         ids = self._builder.candidates(previous, current)
         if len(ids) == 0:
-            logger.info("curriculum: no new samples between difficulties %s and %s; no cluster added", previous,
-                        current)
+            logger.debug("curriculum: no new samples between difficulties %s and %s; no cluster added", previous,
+                         current)
             return
         name = self._cluster_name(current)
         checksum = cluster_checksum(ids)
@@ -292,9 +293,8 @@ class CurriculumSampler:
             return
         digest = hashlib.blake2b(batch.data, digest_size=8).digest()
         h = int.from_bytes(digest, "little") >> 2
-        t = torch.tensor([h, -h], dtype=torch.int64)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.group)
-        if int(t[0]) != h or int(t[1]) != -h:
+        high, low = all_reduce_ints([h, -h], torch.distributed.ReduceOp.MAX, self.group)  # on the group's device
+        if high != h or low != -h:
             raise RuntimeError(f"curriculum sampler: ranks drew different global batches at step "
                                f"{self.curriculum_step}; every rank needs the same config, seed, dataset and index "
                                f"files")

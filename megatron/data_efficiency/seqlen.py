@@ -9,8 +9,8 @@ text[:, 1:]. With a curriculum seqlen ``cs < L``:
   keep ``reshape_num_rows(B, L, cs)`` rows, so the token count stays about B * (L+1).
 
 BERT: truncate to cs when a ``seqlen_truncate`` curriculum is set, otherwise to the longest non-pad row of the
-micro-batch (all-reduced MAX over the data-parallel group when torch.distributed is initialized); both rounded
-up to a multiple of 8, applied only when shorter than L.
+micro-batch (all-reduced MAX over the data-parallel group, on the group's device, when torch.distributed is
+initialized); both rounded up to a multiple of 8, applied only when shorter than L.
 
 Every tensor of the batch dict with the sequence dimension (dim 1) is cut the same way; in reshape mode
 per-sample tensors without it (e.g. ``index`` [b, 1]) follow their sample into each new row.
@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import torch
 
+from .collectives import all_reduce_ints
 from .config import SEQLEN_METRICS
 
 __all__ = [
@@ -150,11 +151,9 @@ def bert_effective_seqlen(padding_mask: torch.Tensor | None, seq_length: int, cu
     elif padding_mask is None:
         return seq_length
     else:
-        longest = torch.count_nonzero(padding_mask, dim=1).max() if padding_mask.numel() else torch.tensor(0)
-        eff_t = longest.to(torch.int64).reshape(1)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(eff_t, op=torch.distributed.ReduceOp.MAX, group=group)
-        eff = int(eff_t.item())
+        longest = int(torch.count_nonzero(padding_mask, dim=1).max()) if padding_mask.numel() else 0
+        # DP-wide MAX on the process group's device (NCCL takes no CPU tensor); unchanged without a group
+        eff = all_reduce_ints([longest], torch.distributed.ReduceOp.MAX, group)[0]
     eff = max(round_to, -(-eff // round_to) * round_to)
     return min(eff, seq_length)
 

@@ -9,27 +9,18 @@ from torch import nn
 
 from megatron.config import TransformerConfig
 from megatron.model.kv_cache import KVCache
+from megatron.model.masks import AttentionMask, check_attention_mask
 from megatron.model.rope import apply_rotary, rotary_cos_sin
 
-
-def check_attention_mask(mask: torch.Tensor, batch: int, seq: int, keys: int | None = None) -> None:
-    """Raise ValueError unless mask is a bool [b or 1, 1, s, keys] tensor (True = may NOT attend); keys: s if None."""
-    keys = seq if keys is None else keys
-    if mask.dtype != torch.bool:
-        raise ValueError(
-            f"attention_mask must be a bool tensor (True = not allowed to attend), got dtype {mask.dtype}"
-        )
-    if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (seq, keys) or mask.shape[0] not in (1, batch):
-        raise ValueError(
-            f"attention_mask must have shape [{batch} or 1, 1, {seq}, {keys}], got {list(mask.shape)}"
-        )
+__all__ = ["SelfAttention", "check_attention_mask"]
 
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention on [b, s, h]; causal (decoder) or bidirectional (encoder).
 
-    Mask convention (Megatron): ``attention_mask`` is bool [b or 1, 1, s, s] with True meaning
-    "may NOT attend"; when given it fully defines visibility (it must already contain the
+    Mask convention (Megatron): ``attention_mask`` is bool [b or 1, 1, s (or 1), s] with True meaning
+    "may NOT attend", or an ``AttentionMask`` the transformer block prepared once for all layers
+    (``megatron.model.masks``); when given it fully defines visibility (it must already contain the
     causal part for a decoder). ``None`` means plain causal (decoder) or full (encoder)
     attention; the decoder then takes SDPA's ``is_causal`` fast path.
 
@@ -63,7 +54,7 @@ class SelfAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         *,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | AttentionMask | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
@@ -84,11 +75,9 @@ class SelfAttention(nn.Module):
         elif attention_mask is None:
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
         else:
-            check_attention_mask(attention_mask, b, s)
-            # SDPA's bool mask means True = may attend. A fully blocked query row (Megatron's BERT
-            # mask on padding rows) yields a zero output in torch >= 2.5, not NaN.
-            allowed = ~attention_mask  # [b or 1, 1, s, s]
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+            if not isinstance(attention_mask, AttentionMask):  # a bare Megatron mask: checked and inverted here
+                attention_mask = AttentionMask.from_megatron(attention_mask, b, s)
+            context = attention_mask.attend(q, k, v, dropout_p=dropout_p)  # [b, nh, s, d]
         context = context.transpose(1, 2).reshape(b, s, h)  # [b, s, h]
         return self.dense(context)  # [b, s, h]
 
@@ -97,7 +86,7 @@ class SelfAttention(nn.Module):
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        attention_mask: torch.Tensor | None,
+        attention_mask: torch.Tensor | AttentionMask | None,
         past: int,
         dropout_p: float,
     ) -> torch.Tensor:
@@ -105,8 +94,9 @@ class SelfAttention(nn.Module):
         b, _, s, _ = q.shape
         keys = k.shape[2]
         if attention_mask is not None:
-            check_attention_mask(attention_mask, b, s, keys)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=~attention_mask, dropout_p=dropout_p)
+            if not isinstance(attention_mask, AttentionMask):
+                attention_mask = AttentionMask.from_megatron(attention_mask, b, s, keys)
+            return attention_mask.attend(q, k, v, dropout_p=dropout_p)
         if not self.causal or s == 1:  # one new token may see every key
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         if past == 0:  # prefill: plain causal attention

@@ -1,4 +1,8 @@
-"""BERT: embeddings (+ token types) -> bidirectional transformer block -> LM head and SOP head."""
+"""BERT: embeddings (+ token types) -> bidirectional transformer block -> LM head and SOP head.
+
+Padding is a key mask [b, 1, 1, s] built once per forward (``AttentionMask.key_padding``), not a [b, 1, s, s]
+matrix; with labels the LM output layer and cross-entropy run in chunks (``megatron.model.cross_entropy``).
+"""
 from __future__ import annotations
 
 import torch
@@ -6,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron.config import TransformerConfig
+from megatron.model.cross_entropy import linear_cross_entropy
 from megatron.model.embedding import Embedding
-from megatron.model.gpt_model import default_position_ids, vocab_cross_entropy
+from megatron.model.gpt_model import default_position_ids
+from megatron.model.masks import AttentionMask
 from megatron.model.transformer import TransformerBlock, make_layernorm
-from megatron.model.utils import bert_extended_attention_mask
 
 
 class Pooler(nn.Module):
@@ -37,10 +42,13 @@ class BertLMHead(nn.Module):
         nn.init.normal_(self.dense.weight, mean=0.0, std=config.init_method_std)
         nn.init.zeros_(self.dense.bias)
 
-    def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        """[b, s, h] -> logits [b, s, V]."""
+    def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                *, chunk_tokens: int | None = None) -> torch.Tensor:
+        """[b, s, h] -> logits [b, s, V], or the per-token fp32 loss [b, s] of ``labels`` (chunked)."""
         hidden = self.layernorm(F.gelu(self.dense(hidden_states)))  # [b, s, h]
-        return F.linear(hidden, word_embeddings, self.bias)  # [b, s, V]
+        if labels is None:
+            return F.linear(hidden, word_embeddings, self.bias)  # [b, s, V]
+        return linear_cross_entropy(hidden, word_embeddings, labels, self.bias, chunk_tokens=chunk_tokens)
 
 
 class BertModel(nn.Module):
@@ -59,6 +67,8 @@ class BertModel(nn.Module):
             self.binary_head = nn.Linear(config.hidden_size, 2)
             nn.init.normal_(self.binary_head.weight, mean=0.0, std=config.init_method_std)
             nn.init.zeros_(self.binary_head.bias)
+        self.loss_chunk_tokens: int | None = None
+        """Tokens per chunk of the LM output layer + cross-entropy (None: 256 MiB of fp32 logits per chunk)."""
 
     def forward(
         self,
@@ -74,13 +84,14 @@ class BertModel(nn.Module):
                 f"and {list(padding_mask.shape)}"
             )
         position_ids = default_position_ids(input_ids)  # [b, s]
-        attention_mask = bert_extended_attention_mask(padding_mask)  # [b, 1, s, s]
+        attention_mask = AttentionMask.key_padding(padding_mask)  # keys [b, 1, 1, s], once per forward
         hidden = self.embedding(input_ids, position_ids, tokentype_ids)  # [b, s, h]
         hidden = self.encoder(hidden, attention_mask=attention_mask, position_ids=position_ids)  # [b, s, h]
         binary_logits = None
         if self.binary_head is not None and self.pooler is not None:
             binary_logits = self.binary_head(self.pooler(hidden))  # [b, 2]
-        logits = self.lm_head(hidden, self.embedding.word_embeddings.weight)  # [b, s, V]
+        word_embeddings = self.embedding.word_embeddings.weight  # [V, h], tied
         if lm_labels is None:
-            return logits, binary_logits
-        return vocab_cross_entropy(logits, lm_labels), binary_logits  # [b, s] fp32
+            return self.lm_head(hidden, word_embeddings), binary_logits  # [b, s, V]
+        loss = self.lm_head(hidden, word_embeddings, lm_labels, chunk_tokens=self.loss_chunk_tokens)  # [b, s] fp32
+        return loss, binary_logits

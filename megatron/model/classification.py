@@ -16,8 +16,8 @@ from megatron.config import TransformerConfig
 from megatron.model.bert_model import Pooler
 from megatron.model.embedding import Embedding
 from megatron.model.gpt_model import default_position_ids
+from megatron.model.masks import AttentionMask
 from megatron.model.transformer import TransformerBlock
-from megatron.model.utils import bert_extended_attention_mask
 
 BACKBONE_PREFIXES = ("embedding.", "encoder.", "pooler.")
 
@@ -52,7 +52,7 @@ class Classification(nn.Module):
             tokentype_ids = None if tokentype_ids is None else tokentype_ids.reshape(b * choices, s)
         position_ids = default_position_ids(input_ids)  # [b, s]
         hidden = self.embedding(input_ids, position_ids, tokentype_ids)  # [b, s, h]
-        hidden = self.encoder(hidden, attention_mask=bert_extended_attention_mask(padding_mask),
+        hidden = self.encoder(hidden, attention_mask=AttentionMask.key_padding(padding_mask),
                               position_ids=position_ids)  # [b, s, h]
         logits = self.head(self.dropout(self.pooler(hidden)))  # [b, n]
         return logits.reshape(-1, choices) if choices is not None else logits

@@ -1,7 +1,8 @@
 """GPT: embeddings -> causal transformer block -> output layer tied to the word embeddings.
 
 Inference can decode incrementally with a key/value cache (``megatron.model.kv_cache.KVCache``): see
-``GPTModel.forward``.
+``GPTModel.forward``. With labels the output layer and the cross-entropy run chunk by chunk
+(``megatron.model.cross_entropy``): no [b, s, V] fp32 logits are kept for the backward pass.
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron.config import ConfigError, TransformerConfig
+from megatron.model.cross_entropy import linear_cross_entropy
 from megatron.model.embedding import Embedding
 from megatron.model.kv_cache import KVCache
+from megatron.model.masks import AttentionMask, flex_attention_supported
 from megatron.model.transformer import TransformerBlock
 
 
@@ -37,6 +40,8 @@ class GPTModel(nn.Module):
         self.config = config
         self.embedding = Embedding(config)
         self.encoder = TransformerBlock(config, causal=True)
+        self.loss_chunk_tokens: int | None = None
+        """Tokens per chunk of the output layer + cross-entropy (None: 256 MiB of fp32 logits per chunk)."""
 
     @property
     def output_weight(self) -> nn.Parameter:
@@ -50,9 +55,14 @@ class GPTModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         *,
+        document_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """input_ids [b, s] -> logits [b, s, V], or per-token fp32 loss [b, s] when labels are given.
+
+        ``document_ids`` [b, s] (``megatron.model.masks.document_ids_from_eod``): causal attention within
+        documents, as Megatron's --reset-attention-mask, without a dense mask on CUDA (FlexAttention); give it
+        instead of ``attention_mask``.
 
         ``kv_cache`` (inference only, model in eval mode): input_ids are the s tokens that follow the
         ``kv_cache.length`` cached ones; the result covers only them, the cache grows by s. Default positions
@@ -61,6 +71,17 @@ class GPTModel(nn.Module):
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {list(input_ids.shape)}")
+        if document_ids is not None:
+            if attention_mask is not None or kv_cache is not None:
+                raise ValueError("document_ids replaces attention_mask and does not work with kv_cache")
+            if document_ids.shape != input_ids.shape:
+                raise ValueError(f"document_ids must have the shape of input_ids {list(input_ids.shape)}, "
+                                 f"got {list(document_ids.shape)}")
+            dropout = self.training and self.config.attention_dropout > 0  # FlexAttention has no dropout
+            use_flex = flex_attention_supported(input_ids.device) and not dropout
+            mask: torch.Tensor | AttentionMask | None = AttentionMask.documents(document_ids, use_flex=use_flex)
+        else:
+            mask = attention_mask  # prepared by the block, once per forward
         if position_ids is None and kv_cache is not None and kv_cache.length:
             b, s = input_ids.shape
             max_pos = self.config.max_position_embeddings
@@ -76,12 +97,11 @@ class GPTModel(nn.Module):
             position_ids = position_ids.expand_as(input_ids)  # [b, s]
         hidden = self.embedding(input_ids, position_ids)  # [b, s, h]
         if kv_cache is None:
-            hidden = self.encoder(hidden, attention_mask=attention_mask, position_ids=position_ids)  # [b, s, h]
+            hidden = self.encoder(hidden, attention_mask=mask, position_ids=position_ids)  # [b, s, h]
         else:
             hidden = self.encoder(
-                hidden, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+                hidden, attention_mask=mask, position_ids=position_ids, kv_cache=kv_cache
             )  # [b, s, h]
-        logits = F.linear(hidden, self.output_weight)  # [b, s, V]
         if labels is None:
-            return logits
-        return vocab_cross_entropy(logits, labels)  # [b, s] fp32
+            return F.linear(hidden, self.output_weight)  # [b, s, V]
+        return linear_cross_entropy(hidden, self.output_weight, labels, chunk_tokens=self.loss_chunk_tokens)

@@ -5,6 +5,11 @@ Calling convention (random-LTD depends on it): a layer is always called as
 everything else by keyword — so any wrapper with the signature ``(hidden_states, **kwargs)``
 can replace a layer in ``TransformerBlock.layers``. Inference with a key/value cache adds ``kv_cache=...``
 to that call (only then: training calls are unchanged).
+
+Masks: the block turns the attention mask into an ``AttentionMask`` once per forward (``megatron.model.masks``)
+and gives that to every ``TransformerLayer``. Any other module in ``layers`` (a wrapper, e.g. random-LTD, may run
+its layer on a subset of the tokens) is given Megatron's bool tensor (True = may NOT attend) instead, which it can
+index; the wrapped layer then prepares it itself.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from megatron.config import TransformerConfig
 from megatron.model.attention import SelfAttention
 from megatron.model.kv_cache import KVCache
+from megatron.model.masks import AttentionMask
 from megatron.model.mlp import MLP
 
 
@@ -41,11 +47,11 @@ class TransformerLayer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         *,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | AttentionMask | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """hidden_states [b, s, h]; mask bool [b or 1, 1, s, s] (True = blocked); positions [b, s].
+        """hidden_states [b, s, h]; mask bool [b or 1, 1, s, s] (True = blocked) or prepared; positions [b, s].
 
         With ``kv_cache`` (inference): the s tokens follow the cached ones; the mask is [b or 1, 1, s, t + s].
         """
@@ -73,34 +79,49 @@ class TransformerBlock(nn.Module):
         self,
         hidden_states: torch.Tensor,
         *,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | AttentionMask | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Run every layer (keyword call, optionally recomputed in backward) then the final LN.
 
+        ``attention_mask``: Megatron's bool tensor or an ``AttentionMask``; prepared here once for all layers.
         With ``kv_cache`` (inference only, never recomputed) every layer appends the new tokens' keys/values
         and the cache's length advances by s afterwards.
         """
+        b, s = hidden_states.shape[:2]
         if kv_cache is not None:
             if self.training:
                 raise ValueError("kv_cache is for inference: call model.eval() first")
+            if attention_mask is not None and not isinstance(attention_mask, AttentionMask):
+                attention_mask = AttentionMask.from_megatron(attention_mask, b, s, kv_cache.length + s)
             for layer in self.layers:
                 hidden_states = layer(
-                    hidden_states, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+                    hidden_states, attention_mask=self._mask_for(layer, attention_mask), position_ids=position_ids,
+                    kv_cache=kv_cache,
                 )  # [b, s, h]
-            kv_cache.advance(hidden_states.shape[1])
+            kv_cache.advance(s)
             return self.final_layernorm(hidden_states)  # [b, s, h]
+        if attention_mask is not None and not isinstance(attention_mask, AttentionMask):
+            attention_mask = AttentionMask.from_megatron(attention_mask, b, s)  # checked and inverted once
         recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers:
+            mask = self._mask_for(layer, attention_mask)
             if recompute:
                 hidden_states = checkpoint(
                     layer,
                     hidden_states,
                     use_reentrant=False,
-                    attention_mask=attention_mask,
+                    attention_mask=mask,
                     position_ids=position_ids,
                 )  # [b, s, h]
             else:
-                hidden_states = layer(hidden_states, attention_mask=attention_mask, position_ids=position_ids)
+                hidden_states = layer(hidden_states, attention_mask=mask, position_ids=position_ids)
         return self.final_layernorm(hidden_states)  # [b, s, h]
+
+    @staticmethod
+    def _mask_for(layer: nn.Module, mask: AttentionMask | None) -> torch.Tensor | AttentionMask | None:
+        """The prepared mask for a TransformerLayer; Megatron's bool tensor for a wrapper (it may gather tokens)."""
+        if mask is None or isinstance(layer, TransformerLayer):
+            return mask
+        return mask.megatron()

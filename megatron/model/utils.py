@@ -21,6 +21,8 @@ def get_ltor_masks_and_position_ids(
     documents of its row, with ``eod_mask_loss`` EOD positions get loss weight 0. The mask is
     bool [b, 1, s, s] with True = not allowed to attend; it is None when
     ``reset_attention_mask`` is off, so attention takes the plain causal fast path.
+    Training passes ``document_ids_from_eod(data, eod_token)`` to the model instead of this dense
+    mask (``megatron.model.masks``: FlexAttention on CUDA, one bool matrix per forward elsewhere).
     """
     if data.dim() != 2:
         raise ValueError(f"tokens must be [batch, seq], got shape {list(data.shape)}")

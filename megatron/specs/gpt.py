@@ -7,7 +7,7 @@ import torch
 
 from megatron.config import ConfigError, RunConfig
 from megatron.data_efficiency.seqlen import GPT_LAYOUT
-from megatron.model import GPTModel, get_ltor_masks_and_position_ids, gpt_flops_per_token
+from megatron.model import GPTModel, document_ids_from_eod, get_ltor_masks_and_position_ids, gpt_flops_per_token
 from megatron.training.spec import Batch, ModelSpec
 
 
@@ -18,15 +18,20 @@ def model_provider(config: RunConfig) -> torch.nn.Module:
 
 def get_batch(batch: Batch, config: RunConfig, device: torch.device | str
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Raw {"text": [b, s+1]} -> (tokens [b, s], labels [b, s], loss_mask [b, s], attention_mask, position_ids)."""
+    """Raw {"text": [b, s+1]} -> (tokens [b, s], labels [b, s], loss_mask [b, s], document_ids, position_ids).
+
+    ``document_ids`` [b, s] (--reset-attention-mask, else None) replace Megatron's dense [b, 1, s, s] mask: the
+    model turns them into a mask once per forward (a FlexAttention block mask on CUDA).
+    """
     text = batch["text"].to(device=device, dtype=torch.long, non_blocking=True)  # [b, s+1]
     tokens = text[:, :-1].contiguous()  # [b, s]
     labels = text[:, 1:].contiguous()  # [b, s]
     d = config.data
     eod = d.eod_token if d.eod_token is not None else -1
-    attention_mask, loss_mask, position_ids = get_ltor_masks_and_position_ids(
-        tokens, eod, d.reset_position_ids, d.reset_attention_mask, d.eod_mask_loss)
-    return tokens, labels, loss_mask, attention_mask, position_ids
+    _, loss_mask, position_ids = get_ltor_masks_and_position_ids(
+        tokens, eod, d.reset_position_ids, False, d.eod_mask_loss)
+    document_ids = document_ids_from_eod(tokens, eod) if d.reset_attention_mask else None  # [b, s]
+    return tokens, labels, loss_mask, document_ids, position_ids
 
 
 def loss_func(loss_mask: torch.Tensor, per_token_loss: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -39,8 +44,8 @@ def loss_func(loss_mask: torch.Tensor, per_token_loss: torch.Tensor) -> tuple[to
 def forward_step(batch: Batch, model: Any, config: RunConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One micro-batch forward: returns (loss to backpropagate, metrics to report)."""
     device = getattr(model, "device", None) or next(model.parameters()).device
-    tokens, labels, loss_mask, attention_mask, position_ids = get_batch(batch, config, device)
-    per_token_loss = model(tokens, position_ids=position_ids, attention_mask=attention_mask, labels=labels)  # [b, s]
+    tokens, labels, loss_mask, document_ids, position_ids = get_batch(batch, config, device)
+    per_token_loss = model(tokens, position_ids=position_ids, labels=labels, document_ids=document_ids)  # [b, s]
     return loss_func(loss_mask, per_token_loss)
 
 

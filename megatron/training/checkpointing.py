@@ -87,7 +87,7 @@ def _barrier() -> None:
 
 
 def _gather_rng_states() -> list[dict[str, Any]]:
-    """Every rank's RNG state, indexed by rank (collective)."""
+    """Every rank's RNG state, indexed by rank (collective); CUDA: each rank's current device only (rng.py)."""
     mine = get_rng_state()
     if _world() == 1:
         return [mine]

@@ -38,6 +38,8 @@ class StepAccounting:
     """Effective sequence length of the step (curriculum seqlen, corrected for random-LTD)."""
     log_fields: dict[str, float] = field(default_factory=dict)
     """Extra ``name: value`` fields for the training log line and TensorBoard."""
+    log_notes: list[str] = field(default_factory=list)
+    """Text for this step's training log line only (e.g. ``clusters: 3 built (difficulty voc 12->20)``)."""
 
 
 class DataEfficiency(Protocol):
@@ -171,6 +173,7 @@ class ActiveDataEfficiency:
         self.data_parallel_size = t.data_parallel_size
         self.num_micro_batches = t.num_micro_batches
         self.lr = (config.optimizer.lr, config.optimizer.min_lr, config.schedule.lr_decay_style)
+        self.log_interval = config.logging.log_interval
         self.curriculum = curriculum
         """megatron.data_efficiency.curriculum.CurriculumLearning (None without a curriculum)."""
         self.random_ltd = random_ltd
@@ -256,7 +259,11 @@ class ActiveDataEfficiency:
             rows, length = self._rows_and_length()
             ltd.step(state.iteration, rows, length)
             state.counters[LAYER_TOKENS_COUNTER] = ltd.consumed_layer_tokens
-        return StepAccounting(int(tokens), int(actual), self.log_fields())
+        notes: list[str] = []
+        if self.curriculum is not None and state.iteration % self.log_interval == 0:  # a step that prints the line
+            summary = self.curriculum.cluster_summary()  # cluster builds since the previous log line
+            notes = [summary] if summary else []
+        return StepAccounting(int(tokens), int(actual), self.log_fields(), notes)
 
     # -- checkpoint / log --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -315,9 +322,11 @@ def build_data_efficiency(config: RunConfig, layout: BatchLayout, data_post_proc
     try:
         ltd = None
         if de.random_ltd:
+            # draws keyed by the sample's global position: the same tokens on any number of data-parallel ranks
             ltd = RandomLTD.from_config(settings.data_efficiency.data_routing.random_ltd,
                                         num_layers=config.model.num_layers, seq_length=t.seq_length, seed=t.seed,
-                                        rank=rank, source=de.source)
+                                        data_parallel_rank=rank % t.data_parallel_size,
+                                        data_parallel_size=t.data_parallel_size, source=de.source)
         curriculum = None
         if settings.data_efficiency.data_sampling.curriculum_learning.enabled or settings.legacy_curriculum.enabled:
             curriculum = CurriculumLearning(

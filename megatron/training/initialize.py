@@ -1,34 +1,31 @@
-"""Process setup: launcher env defaults, torch.distributed through DeepSpeed, seeds, rank-0 logging."""
+"""Process setup: launcher env (``megatron.training.launcher``), torch.distributed through DeepSpeed, seeds,
+rank-0 logging."""
 from __future__ import annotations
 
 import logging
 import os
 import random
-import socket
 import sys
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
 
+from megatron.config import ConfigError, RunConfig
+
 logger = logging.getLogger("megatron")
 
 
-def set_launcher_env_defaults() -> None:
-    """Make a plain `python pretrain_gpt.py` a world of one: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* if absent."""
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
-        return
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as s:  # a free port, so concurrent single-process runs do not collide
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+def set_launcher_env_defaults() -> str:
+    """RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from the launcher (torchrun/deepspeed, MPI, SLURM srun) or a world of one.
+
+    Returns the launcher's name; ConfigError for a multi-process launch whose ranks cannot be determined
+    (``megatron.training.launcher``).
+    """
+    from megatron.training.launcher import resolve_launch_env
+
+    return resolve_launch_env()
 
 
 def world_size_from_env() -> int:
@@ -51,10 +48,48 @@ def initialize_distributed(backend: str | None, timeout_minutes: int) -> None:
         if backend == "nccl":
             logger.warning("--distributed-backend nccl needs CUDA; using the accelerator's backend instead")
         backend = accel.communication_backend_name()
+    set_launcher_env_defaults()  # idempotent; fills RANK/WORLD_SIZE/... for callers that did not
     if accel.device_name() != "cpu":
-        accel.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, count = int(os.environ["LOCAL_RANK"]), accel.device_count()
+        # srun --gpus-per-task / per-rank CUDA_VISIBLE_DEVICES: each process sees fewer devices than its local rank
+        accel.set_device(local_rank % count if count > 0 else local_rank)
+    # The launch variables are all set now (DeepSpeed's MPI discovery already ran if it was needed), so DeepSpeed's
+    # own discovery would find nothing to do.
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
                                timeout=timedelta(minutes=timeout_minutes))
+
+
+def grad_accum_dtype(ds_config: dict[str, Any]) -> str | None:
+    """``data_types.grad_accum_dtype`` of the DeepSpeed dict ("fp32", "bf16", "fp16"), None when not given."""
+    block = ds_config.get("data_types")
+    value = block.get("grad_accum_dtype") if isinstance(block, dict) else None
+    return {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}.get(
+        str(value).lower(), str(value).lower()) if value is not None else None
+
+
+def check_bf16_gradient_accumulation(config: RunConfig) -> None:
+    """bf16 with gradient accumulation: warn (one line) where DeepSpeed sums the micro-batch gradients in bf16.
+
+    Only ZeRO-1 with ``data_types.grad_accum_dtype: fp32`` accumulates bf16 gradients in fp32 (DeepSpeed's
+    BF16_Optimizer). ZeRO-0 cannot (DeepSpeed refuses that mix: a ConfigError here instead of its traceback).
+    """
+    t = config.training
+    if t.precision != "bf16":
+        return
+    accum = grad_accum_dtype(config.deepspeed)
+    if t.zero_stage == 0 and accum == "fp32":
+        raise ConfigError("data_types.grad_accum_dtype fp32 with bf16 needs ZeRO stage 1 (--zero-stage 1): DeepSpeed "
+                          "has no fp32 gradient accumulation for bf16 at ZeRO-0")
+    if t.num_micro_batches <= 1 or (t.zero_stage == 1 and accum == "fp32"):
+        return
+    if t.zero_stage == 0:
+        logger.warning("bf16 at ZeRO-0 sums the gradients of the %d micro-batches of a step in bf16 (precision is "
+                       "lost); use ZeRO-1 (--zero-stage 1) with \"data_types\": {\"grad_accum_dtype\": \"fp32\"} in "
+                       "--deepspeed_config", t.num_micro_batches)
+    elif t.zero_stage == 1:
+        logger.warning("bf16 at ZeRO-1 sums the gradients of the %d micro-batches of a step in bf16 (precision is "
+                       "lost); add \"data_types\": {\"grad_accum_dtype\": \"fp32\"} to --deepspeed_config",
+                       t.num_micro_batches)
 
 
 def set_random_seed(seed: int, rank: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -33,9 +34,9 @@ class StepOutput:
     losses: dict[str, float]
     """Reported metrics averaged over micro-batches and data-parallel ranks."""
     grad_norm: float | None
-    """Global gradient norm before clipping."""
+    """Global gradient norm before clipping (None when unknown or when the update was skipped)."""
     skipped: bool
-    """Update skipped (fp16 overflow)."""
+    """Update skipped (fp16 overflow): the engine's ``was_step_applied()`` is False after the last micro-batch."""
     last_batch: Batch
     """The last (post-processed) micro-batch, for the data-efficiency step accounting."""
 
@@ -69,25 +70,51 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """What --exit-signal-handler catches: a scheduler's pre-emption notice and Ctrl-C."""
 
 
+DUPLICATE_WINDOW_S = 2.0
+"""A repeat of the stop signal this soon after the first is the same request, not a second one: launchers
+(torchrun, deepspeed) forward SIGTERM/SIGINT to every rank, so under a scheduler that signals the whole job, or a
+Ctrl-C in a terminal, each rank gets it twice within milliseconds."""
+
+
 class ExitSignals:
     """Records the first SIGTERM/SIGINT so the loop stops after the current step; a second one kills at once.
 
-    On the first signal both dispositions go back to the OS default, so a second signal terminates the process
-    immediately even if the main thread is stuck in a long kernel or collective (the checkpoint writes are atomic,
-    so that is safe). Megatron's ``--exit-signal-handler`` exits with status 0; here the status is 128 + signal
-    (130 for SIGINT, 143 for SIGTERM), what a shell reports for a process the signal killed.
+    A repeat within ``DUPLICATE_WINDOW_S`` of the first is the launcher's forwarded copy and is ignored. A later
+    one terminates the process at once (the OS default disposition, re-raised). When the loop acts on the
+    signal (:meth:`escalate`) the dispositions go back to the OS default, so during the final save a second signal
+    kills the process immediately even while it is inside a long kernel or collective (the checkpoint writes are
+    atomic, so that is safe). Megatron's ``--exit-signal-handler`` exits with status 0; here the status is
+    128 + signal (130 for SIGINT, 143 for SIGTERM), what a shell reports for a process the signal killed.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.received_at: float | None = None
+        """time.monotonic() of the first signal."""
         self.handled = False
         """The training loop acted on ``received`` (saved and reported it)."""
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is None:
-            self.received = signum
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)  # the next one exits at once
+        now_s = time.monotonic()
+        if self.received is None or self.received_at is None:
+            self.received, self.received_at = signum, now_s
+        elif now_s - self.received_at >= DUPLICATE_WINDOW_S:  # a real second signal: exit now, as the OS would
+            _restore_default_dispositions()
+            os.kill(os.getpid(), signum)
+
+    def escalate(self) -> None:
+        """The loop stops now: let copies of the first signal arrive (the rest of ``DUPLICATE_WINDOW_S``), then give
+        SIGTERM/SIGINT back to the OS default so a further signal kills at once. Main thread only."""
+        if self.received_at is not None:
+            left = DUPLICATE_WINDOW_S - (time.monotonic() - self.received_at)
+            if left > 0:
+                time.sleep(left)  # a copy arriving meanwhile runs _handle (ignored); the sleep resumes
+        _restore_default_dispositions()
+
+
+def _restore_default_dispositions() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -184,11 +211,21 @@ def train_step(engine: Any, data_iterator: Iterator[Batch], forward_step: Forwar
         for key, value in metrics.items():
             value = value.detach()
             sums[key] = sums[key] + value if key in sums else value.clone()
-    if not _is_fp32_zero0(engine):
+    skipped = not step_applied(engine)
+    if skipped:
+        grad_norm = None  # an overflow step's norm is inf/nan: the log says "skipped" instead
+    elif not _is_fp32_zero0(engine):
         grad_norm = engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else None
-    skipped = bool(getattr(engine, "_step_applied", True) is False)
     return StepOutput(_dp_average(sums, n_micro), grad_norm, skipped, batch)
+
+
+def step_applied(engine: Any) -> bool:
+    """DeepSpeed's ``was_step_applied()`` after the last micro-batch: False when fp16 overflow skipped the update."""
+    applied = getattr(engine, "was_step_applied", None)
+    if callable(applied):
+        return bool(applied())
+    return getattr(engine, "_step_applied", True) is not False
 
 
 def evaluate(model: Any, data_loader: Iterable[Batch] | None, forward_step: ForwardStep, config: RunConfig, *,
@@ -236,7 +273,35 @@ def evaluate(model: Any, data_loader: Iterable[Batch] | None, forward_step: Forw
 
 
 def _params_norm(engine: Any) -> float:
-    return _total_norm([p.detach() for p in engine.module.parameters()])
+    """L2 norm of all parameters; under ZeRO-3 from every rank's own shard, summed over the ranks."""
+    params = list(engine.module.parameters())
+    if not any(hasattr(p, "ds_tensor") for p in params):
+        return _total_norm([p.detach() for p in params])
+    from deepspeed.accelerator import get_accelerator
+
+    device = get_accelerator().current_device_name()
+    square = torch.zeros((), dtype=torch.float64, device=device)
+    for p in params:
+        shard = _zero3_owned(p)
+        if shard.numel():
+            square += shard.detach().double().pow(2).sum().to(device)
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(square)  # shards of different ranks never overlap
+    return float(square.sqrt())
+
+
+def _zero3_owned(param: Any) -> torch.Tensor:
+    """The elements of a ZeRO-3 parameter this rank owns: its shard without the padding of the last one."""
+    shard = param.ds_tensor.reshape(-1)
+    group = getattr(param, "ds_process_group", None)
+    rank = torch.distributed.get_rank(group=group) if torch.distributed.is_initialized() else 0
+    start = rank * shard.numel()
+    return shard[:max(0, min(shard.numel(), param.ds_numel - start))]
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Number of parameters, also once ZeRO-3 has partitioned them (each then holds an empty placeholder)."""
+    return sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
 
 
 def _current_lr(engine: Any) -> float:
@@ -244,14 +309,10 @@ def _current_lr(engine: Any) -> float:
 
 
 def _all_ranks_max(value: int) -> int:
-    """The largest of every rank's `value` (one tiny all-reduce; none on a single rank)."""
-    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
-        return value
-    from deepspeed.accelerator import get_accelerator
+    """The largest of every rank's `value` (one tiny all-reduce on the backend's device; none on a single rank)."""
+    from megatron.data_efficiency.collectives import all_reduce_max
 
-    t = torch.tensor([float(value)], device=get_accelerator().current_device_name())
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return int(t.item())
+    return all_reduce_max(value)
 
 
 def _all_ranks_agree(flag: bool) -> bool:
@@ -302,17 +363,18 @@ def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_s
         state.consumed_train_tokens += acct.tokens
         state.actual_seq_length = acct.actual_seq_length
         state.skipped_iterations += int(out.skipped)
-        scheduler.step(increment=t.global_batch_size, token_num=state.consumed_train_tokens)
+        if not out.skipped:  # as Megatron-DeepSpeed: an fp16 overflow step leaves the LR schedule where it was
+            scheduler.step(increment=t.global_batch_size, token_num=state.consumed_train_tokens)
         seconds = now() - t0
         if out.losses and not all(math.isfinite(v) for v in out.losses.values()):
             logger.warning("iteration %d: non-finite loss %s", state.iteration, out.losses)
         record = StepRecord(losses=out.losses, lr=lr, grad_norm=out.grad_norm, step_seconds=seconds, tokens=acct.tokens,
                             skipped=out.skipped, loss_scale=_loss_scale(engine),
                             params_norm=_params_norm(engine) if config.logging.log_params_norm else None,
-                            extra=acct.log_fields)
+                            extra=acct.log_fields, notes=acct.log_notes)
         training_logger.record(state, record)
         if state.iteration % config.logging.tensorboard_log_interval == 0:
-            training_logger.optimizer_states(state, engine.optimizer)
+            training_logger.optimizer_states(state, engine)  # collective under ZeRO: every rank calls it
         result.losses.append(out.losses)
         result.iterations.append(state.iteration)
         result.lrs.append(lr)
@@ -330,6 +392,7 @@ def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_s
         # every rank takes part in this all-reduce each step (SIGTERM may reach only some ranks); SIGTERM wins
         signum = _all_ranks_max(signals.received or 0) if signals is not None else 0
         if signum:
+            signals.escalate()  # copies of this signal waited out; from here a further one kills at once
             if save_fn is not None and not saved:
                 save_fn()
             _report_signal(signum, result, ck.save if save_fn is not None else None)
@@ -350,7 +413,13 @@ def train(engine: Any, scheduler: Any, data_iterator: Iterator[Batch], forward_s
 
 
 def _loss_scale(engine: Any) -> float | None:
+    """The fp16 loss scale of any DeepSpeed optimizer wrapper (fused, unfused, ZeRO); None without fp16."""
     if not engine.fp16_enabled():
         return None
-    scale = getattr(engine.optimizer, "cur_scale", None)
+    getter = getattr(engine, "_get_optimizer_loss_scale", None)  # DeepSpeed's own accessor (0.19.x)
+    scale = getter() if callable(getter) else None
+    optimizer = engine.optimizer
+    for holder in (optimizer, getattr(optimizer, "loss_scale_config", None), getattr(optimizer, "loss_scaler", None)):
+        if scale is None and holder is not None:
+            scale = getattr(holder, "cur_scale", None)
     return float(scale) if scale is not None else None

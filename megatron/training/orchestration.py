@@ -59,29 +59,35 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
     """
     from megatron.training.checkpointing import load_checkpoint, save_checkpoint
     from megatron.training.engine import setup_model_and_optimizer
-    from megatron.training.initialize import initialize_distributed, set_random_seed
+    from megatron.training.model_build import accelerator_device, build_model, configure_matmul_precision
+    from megatron.training.initialize import (check_bf16_gradient_accumulation, initialize_distributed,
+                                              set_random_seed)
+    from megatron.training.loop import parameter_count
     from megatron.training.rng import set_rng_state
     from megatron.training.checkpointing import check_save_dir, check_save_writable
     from megatron.training.training_log import TrainingLogger
 
     t = config.training
     initialize_distributed(t.distributed_backend, t.distributed_timeout_minutes)
+    configure_matmul_precision(accelerator_device())  # TF32 for fp32 matmuls on CUDA
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     try:
         check_save_dir(config, spec.name)  # before any work: --save must not hold a checkpoint we would not resume
         check_save_writable(config)  # and must be writable: not found out at the first save, hours later
+        check_bf16_gradient_accumulation(config)  # bf16 summing micro-batch gradients in bf16: say so
         data_eff = build_data_efficiency(config, spec.batch_layout, spec.data_post_process, rank=rank)
     except ValueError as e:
         raise UsageError(str(e)) from e
     set_random_seed(t.seed, rank)
 
     try:
-        model = data_eff.prepare_model(spec.build_model(config))  # random-LTD wraps layers before the engine
+        # on the accelerator (ZeRO-3: partitioned as built); random-LTD wraps layers before the engine
+        model = data_eff.prepare_model(build_model(spec, config))
         engine, scheduler = setup_model_and_optimizer(model, config)
     except ValueError as e:  # DeepSpeed rejecting the JSON, random-LTD layer ids not matching the model
         raise UsageError(str(e)) from e
     scheduler = data_eff.wrap_scheduler(scheduler, engine.optimizer)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = parameter_count(model)  # ZeRO-3 has partitioned the parameters by now: counts ds_numel
     logger.info("model: %.2fM parameters | global batch %d = micro %d x %d micro-batches x %d ranks | %s | ZeRO %d",
                 n_params / 1e6, t.global_batch_size, t.micro_batch_size, t.num_micro_batches, world, t.precision,
                 t.zero_stage)
@@ -104,6 +110,16 @@ def pretrain(spec: ModelSpec, config: RunConfig, tokenizer: Any) -> TrainResult:
             valid_loader = spec.build_data_loader(valid_ds, 0, config, rank=rank, world=world,
                                                   dataloader_type="single")
             test_loader = spec.build_data_loader(test_ds, 0, config, rank=rank, world=world, dataloader_type="single")
+            if t.eval_advance and valid_loader is not None:  # upstream's order: continue through the split
+                from megatron.training.eval_data import AdvancingEvalData
+
+                valid_loader = AdvancingEvalData(
+                    lambda consumed: spec.build_data_loader(valid_ds, consumed, config, rank=rank, world=world,
+                                                            dataloader_type="single"),
+                    len(valid_ds), state, t.micro_batch_size * world)
+        elif t.eval_advance and rank == 0:
+            logger.warning("--eval-advance: no effect here because the %s family evaluates its whole validation "
+                           "set every time", spec.name)
     except ValueError as e:
         raise UsageError(str(e)) from e
     train_iter: Iterator[Batch] | None = iter(train_loader) if train_loader is not None else None

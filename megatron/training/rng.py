@@ -1,12 +1,21 @@
-"""RNG states of python, numpy, torch (and CUDA) as checkpoint-safe values, plus a fork for evaluation."""
+"""RNG states of python, numpy, torch (and CUDA) as checkpoint-safe values, plus a fork for evaluation.
+
+CUDA: only the current device's generator is saved and restored (each rank drives one device), so a resume with
+another number of visible devices or another rank-to-device mapping restores every rank's own stream. Checkpoints
+written before this kept a list with one state per visible device: the entry of the current device is restored
+when the list has one, else the CUDA stream is left as seeded (with a warning).
+"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+logger = logging.getLogger("megatron.training")
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -20,7 +29,7 @@ def get_rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's generator only
     return state
 
 
@@ -33,7 +42,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          nps["has_gauss"], nps["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        _set_cuda_rng_state(state["cuda"])
+
+
+def _set_cuda_rng_state(saved: Any) -> None:
+    """The current device's CUDA generator from a saved state (a tensor; or an old per-visible-device list)."""
+    if isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved)
+        return
+    device = torch.cuda.current_device()
+    if isinstance(saved, (list, tuple)) and device < len(saved):
+        torch.cuda.set_rng_state(saved[device])
+        return
+    count = len(saved) if isinstance(saved, (list, tuple)) else 0
+    logger.warning("checkpoint holds CUDA RNG states of %d devices and none for device %d: its CUDA RNG stream "
+                   "is not restored (dropout draws differ from an uninterrupted run)", count, device)
 
 
 @contextlib.contextmanager

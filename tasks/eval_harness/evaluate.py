@@ -45,6 +45,11 @@ process; rank 0 prints and writes.
 Results: lm-eval's ``simple_evaluate`` dict (``results``, ``configs``, ``versions``, ``n-shot``, ...), made
 JSON-safe with lm-eval's ``handle_non_serializable``, written atomically to ``--results_path``; a per-task table
 is printed. Bad input (missing checkpoint, unknown task, bad flag): one ``error: ...`` line, exit status 2.
+
+Upstream's recipe command line (``ds_evalharness_1gpu.sh``) runs unchanged: its model sizes ``-1`` mean "the
+checkpoint's" (any other value must equal it), and ``--deepspeed``, ``--deepspeed_config``, ``--inference``,
+``--no-load-optim``, ``--no-load-rng``, ``--no-pipeline-parallel``, ``--moe-expert-parallel-size 1`` and
+``--disable-moe-token-dropping`` are accepted, each given one reported with why it changes nothing here.
 """
 from __future__ import annotations
 
@@ -508,14 +513,65 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tokenizer-type", dest="tokenizer_type", default=None, help="tokenizer (default: training's)")
     ap.add_argument("--vocab-file", dest="vocab_file", default=None, help="tokenizer vocab (default: training's)")
     ap.add_argument("--merge-file", dest="merge_file", default=None, help="BPE merges (default: training's)")
-    compat = ap.add_argument_group("accepted for upstream recipes; no effect here")
-    compat.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None)
-    for flag in ("--deepspeed", "--inference", "--no-load-optim", "--no-load-rng", "--no-pipeline-parallel"):
-        compat.add_argument(flag, action="store_true")
-    compat.add_argument("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config", default=None)
+    shape = ap.add_argument_group("model shape (upstream's recipe passes -1: read from the checkpoint)")
+    for flag, _ in SHAPE_FLAGS:
+        shape.add_argument(flag, type=int, default=None,
+                           help="-1 or unset: the checkpoint's value; any other value must equal it")
+    compat = ap.add_argument_group("accepted for upstream recipes (each given one is reported with why it changes "
+                                   "nothing here)")
+    compat.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+                        help="set by the launcher; the device comes from LOCAL_RANK")
+    for flag, why in COMPAT_FLAGS.items():
+        compat.add_argument(flag, action="store_true", help=f"no effect: {why}")
+    compat.add_argument("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config", default=None,
+                        help="no effect: evaluation runs the plain model, not a DeepSpeed engine")
+    compat.add_argument("--moe-expert-parallel-size", dest="moe_expert_parallel_size", type=int, default=None,
+                        help="must be 1 (the models here have no mixture-of-experts layers)")
     compat.add_argument("--tensor-model-parallel-size", dest="tp", type=int, default=1, help="must be 1")
     compat.add_argument("--pipeline-model-parallel-size", dest="pp", type=int, default=1, help="must be 1")
     return ap
+
+
+SHAPE_FLAGS = (("--num-layers", "num_layers"), ("--hidden-size", "hidden_size"),
+               ("--num-attention-heads", "num_attention_heads"), ("--seq-length", "seq_length"),
+               ("--max-position-embeddings", "max_position_embeddings"))
+"""Upstream's required model-size flags; its eval recipe passes -1 ("read the checkpoint"), as this tool does."""
+
+COMPAT_FLAGS = {
+    "--deepspeed": "evaluation runs the plain model loaded from the checkpoint, not a DeepSpeed engine",
+    "--inference": "evaluate.py only ever runs inference (no optimizer is built)",
+    "--no-load-optim": "evaluate.py loads the model weights only, never optimizer states",
+    "--no-load-rng": "evaluate.py loads the model weights only, never RNG states",
+    "--no-pipeline-parallel": "pipeline parallelism is never used",
+    "--disable-moe-token-dropping": "the models here have no mixture-of-experts layers",
+}
+"""Flags upstream's eval recipe passes that change nothing here, and why (each one given is reported once)."""
+
+
+def compat_warnings(cli: argparse.Namespace) -> list[str]:
+    """One line per upstream flag given that has no effect here, naming why."""
+    out = [f"{flag}: accepted for upstream compatibility; no effect here because {why}"
+           for flag, why in COMPAT_FLAGS.items() if getattr(cli, flag[2:].replace("-", "_"), False)]
+    if cli.deepspeed_config is not None:
+        out.append("--deepspeed_config: accepted for upstream compatibility; no effect here because evaluation runs "
+                   "the plain model, not a DeepSpeed engine")
+    if cli.moe_expert_parallel_size == 1:
+        out.append("--moe-expert-parallel-size 1: accepted for upstream compatibility; no effect here because the "
+                   "models here have no mixture-of-experts layers")
+    return out
+
+
+def check_model_shape(cli: argparse.Namespace, lm: MegatronLM) -> None:
+    """Model-size flags other than -1 must match the checkpoint (EvalHarnessError naming the flag otherwise)."""
+    config = lm.model.config
+    actual = {"num_layers": config.num_layers, "hidden_size": config.hidden_size,
+              "num_attention_heads": config.num_attention_heads, "seq_length": lm.max_length,
+              "max_position_embeddings": config.max_position_embeddings}
+    for flag, dest in SHAPE_FLAGS:
+        given = getattr(cli, dest)
+        if given is not None and given != -1 and given != actual[dest]:
+            raise EvalHarnessError(f"{flag} {given} does not match the checkpoint's {actual[dest]} (give -1 or leave "
+                                   f"it out to use the checkpoint's value)")
 
 
 def parse_task_list(task_list: str) -> list[str]:
@@ -585,6 +641,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     cli = build_parser().parse_args(argv)
     if cli.tp != 1 or cli.pp != 1:
         raise EvalHarnessError("tensor/pipeline model parallelism is not supported here: use data parallel ranks")
+    if cli.moe_expert_parallel_size not in (None, 1):
+        raise EvalHarnessError(f"--moe-expert-parallel-size {cli.moe_expert_parallel_size}: mixture-of-experts is "
+                               "not supported (the models here are dense); use 1")
+    for flag, dest in SHAPE_FLAGS:
+        if getattr(cli, dest) is not None and getattr(cli, dest) < 1 and getattr(cli, dest) != -1:
+            raise EvalHarnessError(f"{flag} must be -1 (the checkpoint's value) or >= 1, got {getattr(cli, dest)}")
+    for line in compat_warnings(cli):
+        logger.warning("%s", line)
     if cli.num_fewshot is not None and cli.num_fewshot < 0:
         raise EvalHarnessError(f"--num_fewshot must be >= 0, got {cli.num_fewshot}")
     if cli.micro_batch_size < 1:
@@ -601,6 +665,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                                     adaptive_seq_len=cli.adaptive_seq_len, eval_fp32=cli.eval_fp32,
                                     device=cli.device, overrides={k: v for k, v in overrides.items() if v},
                                     tag=cli.load_tag, max_gen_toks=cli.max_gen_toks)
+    check_model_shape(cli, lm)
     manager = build_task_manager(tasks, cli.include_path)
 
     from lm_eval import simple_evaluate

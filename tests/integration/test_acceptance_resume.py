@@ -66,7 +66,7 @@ def _tensorboard_losses(tb_dir: Path) -> dict[int, float]:
 
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    return {e.step: e.value for e in acc.Scalars("lm loss")}
+    return {e.step: e.value for e in acc.Scalars("lm-loss-training/lm loss")}
 
 
 class Run:

@@ -217,7 +217,7 @@ def test_cl_voc_truncate_lengths_difficulties_and_tokens_follow_the_schedule(ana
     assert run.result.state.actual_seq_length == SEQ
 
     scalars = tensorboard(tb)
-    assert [step for step, _ in scalars["lm loss vs tokens"]] == expected_tokens
+    assert [step for step, _ in scalars["lm-loss-training/lm loss vs tokens"]] == expected_tokens
     assert [v for _, v in scalars["seqlen/curriculum seqlen"]] == [paced(k, 8, SEQ, total, 8)
                                                                     for k in range(1, iters + 1)]
     assert [v for _, v in scalars["seqlen/difficulty voc"]] == [paced(k, 1, 100, total, 1, root=2.0)
@@ -319,7 +319,7 @@ def test_random_ltd_wraps_exact_layers_and_accounts_tokens(analyzed, tmp_path, w
     assert state.counters["consumed_layer_tokens"] == layer_tokens[-1]
     assert run.result.lrs == pytest.approx(lrs, rel=1e-9, abs=1e-15)
     scalars = tensorboard(tb)
-    assert [step for step, _ in scalars["lm loss vs tokens"]] == list(np.cumsum(tokens))
+    assert [step for step, _ in scalars["lm-loss-training/lm loss vs tokens"]] == list(np.cumsum(tokens))
     assert [v for _, v in scalars["seqlen/layer tokens"]] == layer_tokens
     assert [int(v) for _, v in scalars["seqlen/random ltd reserved length"]] == [
         reserved(k - 1, 8, SEQ, 6, 8) for k in range(1, iters + 1)]
@@ -380,7 +380,7 @@ def test_resumed_cl_ltd_run_equals_uninterrupted(cl_ltd_runs):
     for key in ("consumed_train_tokens", "consumed_train_samples", "actual_seq_length"):
         assert getattr(resumed.result.state, key) == getattr(full.result.state, key), key
     assert resumed.result.state.counters == full.result.state.counters
-    tokens = {name: [step for step, _ in tensorboard(cl_ltd_runs["dir"] / f"tb_{name}")["lm loss vs tokens"]]
+    tokens = {name: [step for step, _ in tensorboard(cl_ltd_runs["dir"] / f"tb_{name}")["lm-loss-training/lm loss vs tokens"]]
               for name in ("full", "part", "resumed")}
     assert tokens["part"] + tokens["resumed"] == tokens["full"] and len(tokens["full"]) == 8
     assert resumed.result.evaluations[-1] == full.result.evaluations[-1]

@@ -35,10 +35,12 @@ def test_loss_falls_and_tensorboard_written(make_argv, tmp_path):
     acc = EventAccumulator(str(tb))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ("lm loss", "lm loss vs samples", "lm loss vs tokens", "learning-rate", "learning-rate vs tokens",
-                "grad-norm", "batch-size", "lm loss validation", "lm loss validation ppl vs tokens"):
+    for tag in ("lm-loss-training/lm loss", "lm-loss-training/lm loss vs samples", "lm-loss-training/lm loss vs tokens",
+                "learning-rate/learning-rate", "learning-rate/learning-rate vs tokens", "grad-norm/grad-norm",
+                "batch-size/batch-size", "lm-loss-validation/lm loss validation",
+                "lm-loss-validation/lm loss validation ppl vs tokens"):  # Megatron-DeepSpeed's tags
         assert tag in tags, (tag, sorted(tags))
-    by_tokens = acc.Scalars("lm loss vs tokens")
+    by_tokens = acc.Scalars("lm-loss-training/lm loss vs tokens")
     assert [e.step for e in by_tokens][:3] == [256, 512, 768]  # 8 samples x 32 tokens per iteration
     assert by_tokens[0].value == pytest.approx(losses[0], rel=1e-6)
 

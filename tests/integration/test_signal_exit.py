@@ -117,7 +117,8 @@ def test_sigterm_saves_and_resumes_exactly_sigint_too(gpt_data_prefix: str, tmp_
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
-def test_handler_second_signal_and_restore() -> None:
+def test_handler_duplicate_second_signal_and_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    from megatron.training import loop
     from megatron.training.loop import TrainResult, exit_signal_handler, signal_exit
     from megatron.training.state import TrainState
 
@@ -129,7 +130,11 @@ def test_handler_second_signal_and_restore() -> None:
         os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: recorded for the loop
         time.sleep(0.01)
         assert signals.received == signal.SIGINT
-        # the next SIGTERM or SIGINT is the OS default: the process dies at once
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher's forwarded copy, milliseconds later: ignored
+        time.sleep(0.01)
+        assert signals.received == signal.SIGINT
+        monkeypatch.setattr(loop, "DUPLICATE_WINDOW_S", 0.05)
+        signals.escalate()  # the loop stops: from now on the next SIGTERM or SIGINT kills at once (OS default)
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
         assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
         result = TrainResult(state=TrainState(iteration=7))
@@ -137,6 +142,31 @@ def test_handler_second_signal_and_restore() -> None:
     assert {sig: signal.getsignal(sig) for sig in before} == before
     assert (result.exit_reason, result.exit_signal, result.exit_status) == ("signal SIGINT", signal.SIGINT, 130)
     assert TrainResult(state=TrainState()).exit_status == 0
+
+
+SECOND_SIGNAL = """
+import os, signal, sys, time
+from megatron.training import loop
+loop.DUPLICATE_WINDOW_S = 0.2
+with loop.exit_signal_handler(True) as signals:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)  # a copy: ignored
+    time.sleep(0.01)
+    print("alive after the copy", signals.received, flush=True)
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGTERM)  # a second signal after the window: the process dies at once
+    time.sleep(5)
+    print("still alive", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+def test_a_real_second_signal_kills_at_once() -> None:
+    proc = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"alive after the copy {int(signal.SIGTERM)}"], proc.stdout
 
 
 def test_flag_default_on_and_off() -> None:

@@ -363,6 +363,7 @@ def test_single_run_dry_run_command(task, tmp_path):
     ds_json = json.loads(ds_config.read_text())
     assert (ds_json["train_batch_size"], ds_json["train_micro_batch_size_per_gpu"]) == (32, 8)
     assert ds_json["fp16"]["enabled"] is True and ds_json["zero_optimization"]["stage"] == 0
+    assert ds_json["data_types"] == {"grad_accum_dtype": "fp16"}  # fp16: the model's dtype (DeepSpeed's default)
     assert sorted(p.name for p in run_dir.iterdir()) == ["ds_config.json"]  # nothing else is created
     args = parse_with_tasks_main(argv)
     assert (args.task, args.epochs, args.seed, args.lr, args.weight_decay) == (task, 3, 1235, 3e-5, 0.1)
@@ -388,6 +389,9 @@ def test_positional_args_launchers_devices_and_options(tmp_path):
     assert flag(argv, "--seq-length") == "128"
     assert (flag(argv, "--hidden-dropout"), flag(argv, "--attention-dropout")) == ("0", "0")
     assert "--bf16" in argv and "--fp16" not in argv and "--save" not in argv and "--load" not in argv
+    # bf16: ZeRO-1 with fp32 gradient accumulation (ZeRO-0 would sum the micro-batch gradients in bf16)
+    assert flag(argv, "--zero-stage") == "1"
+    assert json.loads(ds_config.read_text())["data_types"] == {"grad_accum_dtype": "fp32"}
     args = parse_with_tasks_main(argv)
     check_engine(args, ds_config, 8)
 

@@ -135,7 +135,8 @@ def test_slices_are_split_contiguous_reads(tmp_path):
     assert [x.tolist() for x in ds[0:4]] == ITEMS
     assert [x.tolist() for x in ds[1:3]] == ITEMS[1:3]
     assert [x.tolist() for x in ds[-2:]] == ITEMS[-2:]
-    assert ds[2:2] == []
+    empty = ds[2:2]  # upstream: a list holding one empty array
+    assert isinstance(empty, list) and len(empty) == 1 and empty[0].size == 0 and empty[0].dtype == ds.dtype
     with pytest.raises(ValueError, match="contiguous"):
         ds[::2]
 
@@ -247,7 +248,6 @@ CORRUPTIONS = {
     "trailing idx": (lambda i, b: (i + b"\0", b), r"bad\.idx: has trailing bytes"),
     "N too large": (lambda i, b: (_set(i, 18, "<Q", 5), b), r"bad\.idx: truncated.*N=5"),
     "truncated bin": (lambda i, b: (i, b[:-2]), r"bad\.bin: truncated"),
-    "trailing bin": (lambda i, b: (i, b + b"\0\0"), r"bad\.bin: has trailing bytes"),
     "size overruns bin": (lambda i, b: (_set(i, 34 + 12, "<i", 5), b), r"bad\.bin: truncated"),
     "pointers overrun": (lambda i, b: (_set(i, 34 + 16 + 24, "<q", 1000), b), r"bad\.idx: pointers\[3\] = 1000"),
     "negative size": (lambda i, b: (_set(i, 34 + 4, "<i", -1), b), r"bad\.idx: item 1 has negative size"),

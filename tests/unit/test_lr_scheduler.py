@@ -245,7 +245,7 @@ def test_override_uses_command_line_and_use_checkpoint_uses_saved() -> None:
         (dict(min_lr=0.1), "--min-lr"),
         (dict(lr_warmup_steps=1100), "shorter than LR decay"),
         (dict(lr_decay_steps=0), "must be > 0"),
-        (dict(lr_warmup_tokens=500, lr_decay_tokens=400), "--lr-warmup-tokens"),
+        (dict(lr_warmup_tokens=-1, lr_decay_tokens=400), "--lr-warmup-tokens must be >= 0"),
         (dict(start_wd=0.1, end_wd=0.2), "constant"),
         (dict(start_wd=0.0, end_wd=0.1, wd_incr_style="linear"), "increment length"),
     ],
@@ -253,3 +253,28 @@ def test_override_uses_command_line_and_use_checkpoint_uses_saved() -> None:
 def test_invalid_settings_name_the_flag(kwargs: dict, match: str) -> None:
     with pytest.raises(LRSchedulerError, match=match):
         make(**kwargs)
+
+
+@pytest.mark.parametrize("style", ["linear", "cosine", "inverse-square-root"])
+def test_token_warmup_at_least_decay_warms_up_then_holds_min_lr(style: str) -> None:
+    """Upstream's base script fixes 3e9 warmup tokens: with a shorter decay it warms up, then holds min_lr."""
+    sched = make(lr_decay_style=style, lr_warmup_tokens=5000, lr_decay_tokens=4000)
+    assert advance(sched, 100, tokens_per_sample=10) == pytest.approx(MAX * 1000 / 5000)
+    assert advance(sched, 500, tokens_per_sample=10) == pytest.approx(MAX)  # warmup ends at 5000 tokens
+    assert advance(sched, 510, tokens_per_sample=10) == MIN
+    assert advance(sched, 2000, tokens_per_sample=10) == MIN
+    restored = make(lr_decay_style=style, lr_warmup_tokens=5000, lr_decay_tokens=4000)
+    restored.load_state_dict(sched.state_dict())
+    assert restored.get_lr() == MIN
+
+
+def test_token_warmup_at_least_decay_is_a_warning_on_the_command_line() -> None:
+    from megatron.arguments import startup_warnings
+
+    base = ["--num-layers", "2", "--hidden-size", "8", "--num-attention-heads", "2", "--seq-length", "8",
+            "--micro-batch-size", "1", "--lr", "0.1", "--train-tokens", "100", "--lr-decay-style", "cosine"]
+    args = parse_args(base + ["--lr-warmup-tokens", "300", "--lr-decay-tokens", "100"])
+    assert any("--lr-warmup-tokens 300 >= --lr-decay-tokens 100" in w and "holds --min-lr" in w
+               for w in startup_warnings(args))
+    args = parse_args(base + ["--lr-warmup-tokens", "30", "--lr-decay-tokens", "100"])
+    assert not [w for w in startup_warnings(args) if "lr-warmup-tokens" in w]

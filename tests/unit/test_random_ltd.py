@@ -69,28 +69,72 @@ def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def test_indices_sorted_unique_in_range_and_uniform():
-    gen = torch.Generator().manual_seed(0)
-    idx = sample_token_indices(5, 4, 20, 7, generator=gen)
+    idx = sample_token_indices(5, torch.arange(4), 20, 7, step_key=11)
     assert idx.shape == (5, 4, 7) and idx.dtype == torch.int64
     assert bool((idx[..., 1:] > idx[..., :-1]).all()), "indices must be strictly increasing (sorted, unique)"
     assert int(idx.min()) >= 0 and int(idx.max()) < 20
     assert not torch.equal(idx[0], idx[1]), "each layer draws its own subset"
-    counts = torch.bincount(sample_token_indices(4000, 1, 20, 5, generator=gen).flatten(), minlength=20).double()
+    assert not torch.equal(idx[:, 0], idx[:, 1]), "each sample draws its own subset"
+    counts = torch.bincount(sample_token_indices(4000, torch.arange(1), 20, 5, step_key=3).flatten(),
+                            minlength=20).double()
     expected = 4000 * 5 / 20
     assert float((counts - expected).abs().max()) < 0.08 * expected, "positions must be uniform"
+    # every 2-subset of 4 positions equally likely (a weak hash would favour some), over layers, samples, steps
+    pairs = torch.cat([sample_token_indices(50, torch.arange(40), 4, 2, step_key=k).reshape(-1, 2)
+                       for k in range(3)])
+    subsets = torch.bincount(pairs[:, 0] * 4 + pairs[:, 1], minlength=16).double()[[1, 2, 3, 6, 7, 11]]
+    assert float((subsets - len(pairs) / 6).abs().max()) < 0.1 * len(pairs) / 6, subsets
 
 
-def test_sampler_per_rank_reproducible_and_new_each_forward():
+def test_indices_depend_on_global_position_not_rank_or_micro_batch_layout():
+    """A sample's draw is a function of (seed, step, layer, global position): 2 ranks x micro-batch 2, or
+    1 rank x 2 micro-batches of 2, or 1 rank x micro-batch 4 all drop the same tokens of the same sample."""
     cpu = torch.device("cpu")
-    a0, a0b, a1 = (TokenSampler(2, reserved_length=4, seed=7, rank=rk) for rk in (0, 0, 1))
-    first = a0.indices(1, 3, 12, cpu)
-    assert torch.equal(first, a0b.indices(1, 3, 12, cpu)), "same (seed, rank, step) -> same indices"
-    assert not torch.equal(first, a1.indices(1, 3, 12, cpu)), "ranks draw different indices"
-    assert torch.equal(first, a0.indices(1, 3, 12, cpu)), "cached within one forward (activation recompute)"
-    a0.new_forward()
-    assert not torch.equal(first, a0.indices(1, 3, 12, cpu)), "a new forward draws new indices"
-    a0.reseed(0)
-    assert torch.equal(first, a0.indices(1, 3, 12, cpu)), "reseeding at a step replays that step's stream"
+    one = TokenSampler(3, reserved_length=5, seed=7)
+    one.new_forward()
+    whole = one.indices(1, 4, 12, cpu)  # [4, 5]: global positions 0..3
+    assert torch.equal(whole, sample_token_indices(3, torch.arange(4), 12, 5, step_key=one._step_key)[1])
+    ranks = [TokenSampler(3, reserved_length=5, seed=7, data_parallel_rank=r, data_parallel_size=2) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.new_forward()
+    assert torch.equal(torch.cat([s.indices(1, 2, 12, cpu) for s in ranks]), whole)
+    micro = TokenSampler(3, reserved_length=5, seed=7)
+    micro.new_forward()
+    first = micro.indices(1, 2, 12, cpu)
+    assert torch.equal(first, micro.indices(1, 2, 12, cpu)), "cached within one forward (activation recompute)"
+    micro.new_forward(nn.Linear(1, 1).eval())  # an evaluation forward is not a training micro-batch
+    assert torch.equal(first, micro.indices(1, 2, 12, cpu))
+    micro.new_forward()
+    assert torch.equal(torch.cat([first, micro.indices(1, 2, 12, cpu)]), whole)
+    micro.reseed(1)
+    micro.new_forward()
+    assert not torch.equal(micro.indices(1, 2, 12, cpu), first), "the next step draws anew"
+    micro.reseed(0)
+    micro.new_forward()
+    assert torch.equal(micro.indices(1, 2, 12, cpu), first), "reseeding at a step replays that step's draws"
+    assert not torch.equal(TokenSampler(3, reserved_length=5, seed=8).indices(1, 2, 12, cpu), first), "seeded"
+    with pytest.raises(ValueError, match="data_parallel_rank 2 is outside"):
+        TokenSampler(3, reserved_length=5, data_parallel_rank=2, data_parallel_size=2)
+
+
+def test_hash_is_exact_32_bit_arithmetic():
+    """The int64 implementation of the 32-bit multiply/mix equals plain modular arithmetic (no overflow)."""
+    from megatron.data_efficiency.random_ltd import _mix32, _mul32
+
+    mask = 0xFFFFFFFF
+
+    def mix(v: int) -> int:
+        v ^= v >> 16
+        v = (v * 0x7FEB352D) & mask
+        v ^= v >> 15
+        v = (v * 0x846CA68B) & mask
+        return v ^ (v >> 16)
+
+    values = [0, 1, 2, 0x7FFFFFFF, 0x80000000, mask - 1, mask, *torch.randint(0, 2**32, (200,)).tolist()]
+    x = torch.tensor(values, dtype=torch.int64)
+    assert _mix32(x).tolist() == [mix(v) for v in values]
+    assert _mul32(x, 0x9E3779B9).tolist() == [(v * 0x9E3779B9) & mask for v in values]
+    assert len(set(_mix32(torch.arange(1 << 16)).tolist())) == 1 << 16  # a bijection
 
 
 # --------------------------------------------------------------------------------------------- kept-token equivalence
@@ -279,7 +323,7 @@ def test_sequence_first_layout_and_tuple_output():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_gather_scatter_any_dtype(dtype):
     h = torch.randn(B, S, H).to(dtype)
-    idx = sample_token_indices(1, B, S, 5, generator=torch.Generator().manual_seed(0))[0]
+    idx = sample_token_indices(1, torch.arange(B), S, 5, step_key=0)[0]
     kept = gather_tokens(h, idx)
     assert kept.dtype == dtype and torch.equal(kept, take(h, idx))
     merged = scatter_tokens(h, kept * 2, idx)

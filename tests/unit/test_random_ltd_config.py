@@ -88,8 +88,6 @@ def test_disabled_block_needs_no_fields_and_routing_wrapper():
         ("random_ltd_layer_id", list(range(1, 22)),
          r"random_ltd_layer_id: lists 21 layers but random_ltd_layer_num is 22"),
         ("random_ltd_layer_id", [1, 1] + list(range(3, 23)), r"random_ltd_layer_id: layer 1 is listed twice"),
-        ("random_ltd_layer_id", list(range(2, 24)), r"includes layer 23, the last layer"),
-        ("random_ltd_layer_id", list(range(0, 22)), r"includes layer 0, the first layer"),
         ("random_ltd_layer_id", list(range(1, 22)) + [30], r"random_ltd_layer_id\[21\]: layer 30 is out of range"),
         ("random_ltd_layer_id", [1, "2"], r"random_ltd_layer_id\[1\]: expected a layer index >= 0, got '2'"),
         ("random_ltd_layer_num", 30, r"random_ltd_layer_num: expected <= total_layer_num \(24\), got 30"),
@@ -117,6 +115,16 @@ def test_errors_name_the_key_path(path, value, message):
     text = str(info.value)
     assert text.startswith("ds_config.json: data_efficiency.data_routing.random_ltd")
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("ids, edge", [(list(range(2, 24)), "layer 23, the last layer"),
+                                      (list(range(0, 22)), "layer 0, the first layer")])
+def test_edge_layers_are_accepted_with_a_warning(ids, edge, caplog):
+    """Upstream and DeepSpeed accept the first/last layer in random_ltd_layer_id: a warning, not an error."""
+    with caplog.at_level("WARNING"):
+        config = parse_random_ltd_config(with_change("random_ltd_layer_id", ids))
+    assert list(config.random_ltd_layer_id) == ids
+    assert any(edge in r.getMessage() and "accepted" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_edge_layers_allowed_explicitly():

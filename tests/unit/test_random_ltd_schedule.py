@@ -92,21 +92,23 @@ def block(layers: int = 4, min_value: int = 4, max_value: int = 16, require_step
 
 
 def test_facade_step_log_fields_and_resume():
-    ltd = RandomLTD(parse_random_ltd_config(block()), seed=5, rank=0)
+    ltd = RandomLTD(parse_random_ltd_config(block()), seed=5)
     info = ltd.step(1, batch_size=2, seq_length=16)
     assert info == {"reserved_length": 4, "actual_seq_length": (16 * 2 + 4 * 2) // 4, "layer_tokens": 2 * (32 + 8)}
     assert ltd.reserved_length == 8
     assert ltd.log_fields() == {"random ltd reserved length": 4, "layer tokens": 80}
     state = ltd.state_dict()
-    resumed = RandomLTD(parse_random_ltd_config(block()), seed=5, rank=0)
+    resumed = RandomLTD(parse_random_ltd_config(block()), seed=5)
     resumed.load_state_dict(state)
     assert (resumed.reserved_length, resumed.consumed_layer_tokens) == (8, 80)
     cpu = torch.device("cpu")
     assert torch.equal(ltd.sampler.indices(0, 2, 16, cpu), resumed.sampler.indices(0, 2, 16, cpu)), \
         "the resumed run draws the same indices as the uninterrupted one"
-    other_rank = RandomLTD(parse_random_ltd_config(block()), seed=5, rank=1)
+    # rank 1 of 2 draws for the global batch's next rows: those a single rank with twice the micro-batch draws
+    other_rank = RandomLTD(parse_random_ltd_config(block()), seed=5, data_parallel_rank=1, data_parallel_size=2)
     other_rank.load_state_dict(state)
     assert not torch.equal(ltd.sampler.indices(0, 2, 16, cpu), other_rank.sampler.indices(0, 2, 16, cpu))
+    assert torch.equal(ltd.sampler.indices(0, 4, 16, cpu)[2:], other_rank.sampler.indices(0, 2, 16, cpu))
 
 
 def test_cl_plus_random_ltd_tiny_run_accounting_matches_what_layers_process():

@@ -64,7 +64,7 @@ SPEC_BLOCKS = {
 }
 # Spec §7.1: the DeepSpeed JSON keys of the templates.
 TOP_LEVEL_KEYS = {"train_batch_size", "train_micro_batch_size_per_gpu", "steps_per_print", "zero_optimization",
-                  "gradient_clipping", "prescale_gradients", "fp16", "bf16", "wall_clock_breakdown",
+                  "gradient_clipping", "prescale_gradients", "fp16", "bf16", "data_types", "wall_clock_breakdown",
                   "dataloader_drop_last", "data_efficiency"}
 TOKENIZER = SimpleNamespace(padded_vocab_size=50304, eod=50256)  # build_configs only needs these two
 
@@ -223,7 +223,10 @@ def test_every_run_block_parses_with_the_real_cli(title, tmp_path, monkeypatch):
     assert (args.adam_beta1, args.adam_beta2, args.weight_decay, args.clip_grad) == (0.9, 0.95, 0.1, 1.0)
     assert args.train_samples == 300 * 10**9 * 2 // 2048 and args.save_interval == tokens // 2048 // 512 // 100
     t = config.training
-    assert (t.global_batch_size, t.micro_batch_size, t.precision, t.zero_stage) == (512, 512, "fp16", 1)
+    # the recipe's global batch on one GPU: micro-batch 8 (what fits at seq 2048), 64 accumulated micro-batches
+    assert (t.global_batch_size, t.micro_batch_size, t.num_micro_batches, t.precision, t.zero_stage) == (
+        512, 8, 64, "fp16", 1)
+    assert ds_json["data_types"] == {"grad_accum_dtype": "fp16"}  # fp16: the model's dtype (DeepSpeed's default)
     assert config.deepspeed["prescale_gradients"] is False and config.deepspeed["fp16"]["initial_scale_power"] == 11
     de = settings.data_efficiency
     assert de.enabled == (ltd is not None or bool(metrics)) and de.seed == args.seed == 1234
@@ -284,7 +287,7 @@ def test_run_script_refuses_zero_or_two_active_blocks(active, tmp_path):
 
 
 def test_multi_node_geometry_launchers_and_bf16(tmp_path, monkeypatch):
-    """64 ranks: micro-batch 512/64 agrees with the JSON; torchrun/python launchers; PRECISION=bf16 validates on CPU."""
+    """64 ranks: micro-batch 8 (512/64) agrees with the JSON; torchrun/python launchers; PRECISION=bf16 validates."""
     args_ltd = ["2.0e-4", "300", "true", "128", "200000"]
     env = recipe_env(tmp_path, NUM_NODE="8", NUM_GPUS_PERNODE="8")
     ds_path, command = dry_run(["bash", str(BASE), *args_ltd], env)
@@ -306,6 +309,46 @@ def test_multi_node_geometry_launchers_and_bf16(tmp_path, monkeypatch):
     assert config.training.precision == "bf16"
 
 
+@pytest.mark.parametrize("gpus,micro,expected", [(1, None, (8, 64)), (8, None, (8, 8)), (64, None, (8, 1)),
+                                                 (128, None, (4, 1)), (2, "16", (16, 16)), (4, "512", (128, 1))])
+def test_micro_batch_is_chosen_and_the_global_batch_kept(gpus, micro, expected, tmp_path, monkeypatch):
+    """Any GPU count: global batch 512 stays; micro-batch MICRO_BATCH_SIZE (default 8, at most 512 / GPUs) and
+    the rest is gradient accumulation, in the JSON and the flags alike (DeepSpeed's own config agrees)."""
+    env = recipe_env(tmp_path, NUM_GPUS_PERNODE=str(gpus), **({"MICRO_BATCH_SIZE": micro} if micro else {}))
+    ds_path, command = dry_run(["bash", str(BASE), "2.0e-4", "300"], env)
+    args, config, ds_json, _ = check_pretrain_command(pretrain_argv(command), gpus, monkeypatch)
+    t = config.training
+    assert (t.micro_batch_size, t.num_micro_batches) == expected and t.global_batch_size == 512
+    assert (args.micro_batch_size, ds_json["train_micro_batch_size_per_gpu"]) == (expected[0], expected[0])
+    assert config.deepspeed["gradient_accumulation_steps"] == expected[1]
+    check_with_deepspeed(config.deepspeed, gpus)
+
+
+def test_bf16_recipe_accumulates_gradients_in_fp32_at_zero1(tmp_path, monkeypatch):
+    """PRECISION=bf16: ZeRO-1 with data_types.grad_accum_dtype fp32 (DeepSpeed's BF16_Optimizer), so the start-up
+    check that warns about bf16 gradient sums stays silent; DeepSpeed's config class reads the dtype."""
+    import logging
+
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    from megatron.training.initialize import check_bf16_gradient_accumulation
+
+    ds_path, command = dry_run(["bash", str(BASE), "2.0e-4", "300"], recipe_env(tmp_path, PRECISION="bf16"))
+    args, config, ds_json, _ = check_pretrain_command(pretrain_argv(command), 1, monkeypatch)
+    assert ds_json["data_types"] == {"grad_accum_dtype": "fp32"} and ds_json["bf16"]["enabled"]
+    assert (config.training.zero_stage, config.training.num_micro_batches) == (1, 64)
+    assert DeepSpeedConfig(dict(config.deepspeed)).grad_accum_dtype == "fp32"
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("megatron").addHandler(handler)
+    try:
+        check_bf16_gradient_accumulation(config)
+    finally:
+        logging.getLogger("megatron").removeHandler(handler)
+    assert seen == []
+
+
 @pytest.mark.parametrize("argv,extra_env,message", [
     (["2.0e-4", "300", "true"], {}, "expected 2, 5, 17 or 27 positional arguments"),
     (["2.0e-4", "300", "yes", "128", "1000"], {}, "argument 3 (ltd_enabled) must be true or false, got 'yes'"),
@@ -317,6 +360,9 @@ def test_multi_node_geometry_launchers_and_bf16(tmp_path, monkeypatch):
     (["2.0e-4", "300"], {"NUM_GPUS_PERNODE": "3"}, "global batch 512 is not divisible by the 3 data-parallel ranks"),
     (["2.0e-4", "300"], {"NUM_GPUS_PERNODE": "2", "LAUNCHER": "python"}, "LAUNCHER=python runs one process"),
     (["2.0e-4", "300"], {"PRECISION": "fp8"}, "PRECISION must be fp16, bf16 or fp32"),
+    (["2.0e-4", "300"], {"MICRO_BATCH_SIZE": "0"}, "MICRO_BATCH_SIZE must be a positive integer, got '0'"),
+    (["2.0e-4", "300"], {"MICRO_BATCH_SIZE": "3"}, "the 512 samples per rank of a step (global batch 512 / 1 ranks) "
+                                                   "are not a multiple of MICRO_BATCH_SIZE 3"),
 ])
 def test_base_script_bad_input_is_one_error_line(argv, extra_env, message, tmp_path):
     """Bad arguments or environment: exit 2, one `error:` line naming what to fix, no ds_config written."""

@@ -45,7 +45,7 @@ RUN = PRETRAIN / "ds_pretrain_bert_336M_run.sh"
 BASE = PRETRAIN / "ds_pretrain_bert_336M_base_script.sh"
 TEMPLATES = {1: PRETRAIN / "ds_config_bert_1clmetric_TEMPLATE.json",
              2: PRETRAIN / "ds_config_bert_2clmetrics_TEMPLATE.json"}
-SEQ, GBS = 512, 1024
+SEQ, GBS, MBS = 512, 1024, 16  # MBS: the recipe's default MICRO_BATCH_SIZE
 TOKENIZER = SimpleNamespace(padded_vocab_size=30592)  # build_configs needs only this (BERT has no eod)
 
 # Spec §7.3: title -> (lr, baseline iterations, random-LTD (start, steps) or None, [(metric, CL steps)]).
@@ -165,7 +165,7 @@ def first_micro_batch_width(de_obj, metrics) -> int:
         indexes = {m.name: MetricIndex.from_rows(rows, name=m.name) for m in metrics
                    if m.clustering_type == "schedule_based"}
         sampler = de_obj.curriculum.build_sampler(n, indexes=indexes)
-        assert len(next(iter(sampler))) == GBS
+        assert len(next(iter(sampler))) == MBS  # the sampler yields one rank's micro-batches
     return int(de_obj.post_process(bert_batch(2), TrainState())["text"].shape[1])
 
 
@@ -214,7 +214,10 @@ def test_every_run_block_parses_with_the_real_cli(title, tmp_path, monkeypatch):
     assert (opts.short_seq_prob, opts.mask_prob, opts.binary_head, opts.masking_style) == (
         0.1, 0.15, True, "whole-word")
     t = config.training
-    assert (t.global_batch_size, t.micro_batch_size, t.precision, t.zero_stage) == (GBS, GBS, "fp16", 0)
+    # the recipe's global batch on one GPU: micro-batch 16 (upstream's per-GPU batch), 64 accumulated micro-batches
+    assert (t.global_batch_size, t.micro_batch_size, t.num_micro_batches, t.precision, t.zero_stage) == (
+        GBS, MBS, GBS // MBS, "fp16", 0)
+    assert ds_json["data_types"] == {"grad_accum_dtype": "fp16"}
     assert (t.train_iters, t.train_tokens) == (4 * M, tokens)
     assert config.schedule.lr_warmup_steps == 10000 * GBS and config.schedule.lr_decay_tokens == tokens
     assert config.deepspeed["prescale_gradients"] is True and config.deepspeed["fp16"]["initial_scale_power"] == 11
@@ -294,7 +297,8 @@ def test_run_script_refuses_zero_or_two_active_blocks(active, tmp_path):
 
 
 def test_multi_node_geometry_launchers_and_bf16(tmp_path, monkeypatch):
-    """64 ranks: micro-batch 1024/64 agrees with the JSON; torchrun/python launchers; PRECISION=bf16 on CPU."""
+    """64 ranks: micro-batch 16 (1024/64) agrees with the JSON; torchrun/python launchers; PRECISION=bf16 runs
+    at ZeRO-1 with fp32 gradient accumulation."""
     args_ltd = ["1e-4", "2", "true", "128", "2", "0"]  # dropout 0: the variant upstream suggests trying
     env = recipe_env(tmp_path, NUM_NODE="8", NUM_GPUS_PERNODE="8")
     ds_path, command = dry_run(["bash", str(BASE), *args_ltd], env)
@@ -316,6 +320,21 @@ def test_multi_node_geometry_launchers_and_bf16(tmp_path, monkeypatch):
     args, config, ds_json, _, _ = check_pretrain_command(pretrain_argv(command), 1, monkeypatch)
     assert args.bf16 and not args.fp16 and ds_json["bf16"]["enabled"] and not ds_json["fp16"]["enabled"]
     assert config.training.precision == "bf16"
+    assert (config.training.zero_stage, config.training.num_micro_batches) == (1, 64)
+    assert ds_json["data_types"] == {"grad_accum_dtype": "fp32"} and ds_json["prescale_gradients"] is False
+    assert "_z1_" in ds_path.name
+
+
+@pytest.mark.parametrize("gpus,micro,expected", [(1, None, (16, 64)), (128, None, (8, 1)), (2, "32", (32, 16))])
+def test_micro_batch_is_chosen_and_the_global_batch_kept(gpus, micro, expected, tmp_path, monkeypatch):
+    """Global batch 1024 on any GPU count: MICRO_BATCH_SIZE (default 16, at most 1024 / GPUs) and accumulation."""
+    env = recipe_env(tmp_path, NUM_GPUS_PERNODE=str(gpus), **({"MICRO_BATCH_SIZE": micro} if micro else {}))
+    _, command = dry_run(["bash", str(BASE), "1e-4", "2"], env)
+    args, config, ds_json, _, _ = check_pretrain_command(pretrain_argv(command), gpus, monkeypatch)
+    t = config.training
+    assert (t.micro_batch_size, t.num_micro_batches, t.global_batch_size) == (*expected, GBS)
+    assert ds_json["train_micro_batch_size_per_gpu"] == expected[0]
+    check_with_deepspeed(config.deepspeed, gpus)
 
 
 @pytest.mark.parametrize("argv,extra_env,message", [
@@ -331,6 +350,7 @@ def test_multi_node_geometry_launchers_and_bf16(tmp_path, monkeypatch):
     (["1e-4", "2"], {"NUM_GPUS_PERNODE": "2", "LAUNCHER": "python"}, "LAUNCHER=python runs one process"),
     (["1e-4", "2"], {"PRECISION": "fp8"}, "PRECISION must be fp16, bf16 or fp32"),
     (["1e-4", "2"], {"ANALYSIS_NUM_EPOCHS": "0"}, "ANALYSIS_NUM_EPOCHS must be >= 1"),
+    (["1e-4", "2"], {"MICRO_BATCH_SIZE": "x"}, "MICRO_BATCH_SIZE must be a positive integer, got 'x'"),
 ])
 def test_base_script_bad_input_is_one_error_line(argv, extra_env, message, tmp_path):
     """Bad arguments or environment: exit 2, one `error:` line naming what to fix, no ds_config written."""

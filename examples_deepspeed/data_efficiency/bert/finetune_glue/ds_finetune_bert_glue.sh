@@ -33,7 +33,9 @@
 #   SAVE_CHECKPOINT      true (default) | false: --save/--load the finetuned model under the run's directory
 #                        (BERT-Large with optimizer states is several GB per run)
 #   SAVE_INTERVAL        iterations between saves (default: only at the end)
-#   PRECISION            fp16 (default) | bf16 | fp32. DeepSpeed has no fp16 on CPU.
+#   PRECISION            fp16 (default) | bf16 | fp32. DeepSpeed has no fp16 on CPU. bf16 runs at ZeRO-1 and
+#                        accumulates the micro-batch gradients in fp32 (data_types.grad_accum_dtype in the
+#                        template); fp16/fp32 keep ZeRO-0
 #   LAUNCHER             deepspeed (default) | torchrun | python (one process)
 #   NUM_GPUS             processes for this run (default 1, one node)
 #   GPU_IDS              use these devices (e.g. 3 or 0,1): deepspeed --include localhost:IDS, else
@@ -132,10 +134,12 @@ master_port=${MASTER_PORT:-}
     || die "MASTER_PORT must be a port number, got '${master_port}'"
 
 precision=${PRECISION:-fp16}
+# Gradients are summed over the micro-batches in grad_accum_dtype: fp32 for bf16, which DeepSpeed does at ZeRO-1
+# only (at ZeRO-0 it would sum in bf16); the model's own dtype otherwise (DeepSpeed keeps no fp32 sum for fp16).
 case "${precision}" in
-    fp16) fp16_enabled=true; bf16_enabled=false; precision_flags=(--fp16) ;;
-    bf16) fp16_enabled=false; bf16_enabled=true; precision_flags=(--bf16) ;;
-    fp32) fp16_enabled=false; bf16_enabled=false; precision_flags=() ;;
+    fp16) fp16_enabled=true; bf16_enabled=false; precision_flags=(--fp16); grad_accum_dtype=fp16 ;;
+    bf16) fp16_enabled=false; bf16_enabled=true; precision_flags=(--bf16); grad_accum_dtype=fp32; zero_stage=1 ;;
+    fp32) fp16_enabled=false; bf16_enabled=false; precision_flags=(); grad_accum_dtype=fp32 ;;
     *) die "PRECISION must be fp16, bf16 or fp32, got '${precision}'" ;;
 esac
 prescale_grad=true
@@ -261,6 +265,7 @@ add_sub CONFIG_CLIP_GRAD "${clip_grad}"
 add_sub CONFIG_PRESCALE_GRAD "${prescale_grad}"
 add_sub CONFIG_FP16_ENABLED "${fp16_enabled}"
 add_sub CONFIG_BF16_ENABLED "${bf16_enabled}"
+add_sub CONFIG_GRAD_ACCUM_DTYPE "\"${grad_accum_dtype}\""
 mkdir -p "${run_dir}"
 tmp_json=$(mktemp "${config_json}.XXXXXX")
 trap 'rm -f "${tmp_json}"' EXIT

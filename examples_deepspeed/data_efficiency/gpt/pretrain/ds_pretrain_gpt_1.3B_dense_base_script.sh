@@ -25,7 +25,12 @@
 #   LAUNCHER                   deepspeed (default) | torchrun | python (one process)
 #   NUM_NODE, NUM_GPUS_PERNODE default: lines of ${HOSTFILE:-/job/hostfile} (or 1); `nvidia-smi -L` count (or 1)
 #   HOSTFILE                   passed to the deepspeed launcher as --hostfile
-#   PRECISION                  fp16 (default, as upstream) | bf16 | fp32. DeepSpeed has no fp16 on CPU.
+#   PRECISION                  fp16 (default, as upstream) | bf16 | fp32. DeepSpeed has no fp16 on CPU. bf16
+#                              accumulates the micro-batch gradients in fp32 (ZeRO-1, data_types.grad_accum_dtype)
+#   MICRO_BATCH_SIZE           samples per GPU per forward/backward (default 8; lower it if a GPU runs out of
+#                              memory, raise it if there is room). The global batch stays the recipe's: each step
+#                              accumulates global / (micro x GPUs) micro-batches; with more GPUs than
+#                              global / micro the micro-batch shrinks to global / GPUs
 #   DATA_HOME, DATA_PATH       tokenized Pile prefix (default ${DATA_HOME}/pile_text_document)
 #   VOCAB_PATH, MERGE_PATH     GPT-2 BPE files: use the same ones as the analysis
 #   OUTPUT_HOME                checkpoints, logs, TensorBoard, ds_configs and CL cluster files
@@ -158,10 +163,17 @@ is_int "${num_gpus_pernode}" && [ "${num_gpus_pernode}" -ge 1 ] || die "NUM_GPUS
 is_int "${num_node}" && [ "${num_node}" -ge 1 ] || die "NUM_NODE must be >= 1, got '${num_node}'"
 num_gpus=$((num_node * num_gpus_pernode))
 dp_size=$((num_gpus / mp_size / pp_size))
-# No gradient accumulation: every data-parallel rank takes global_batch / dp samples per step.
+# The recipe's global batch on any number of GPUs: each rank takes global_batch / dp samples per step, in
+# micro-batches of MICRO_BATCH_SIZE (gradient accumulation over global_batch / (micro x dp) of them).
 [ $((global_batch_size % dp_size)) -eq 0 ] || die "global batch ${global_batch_size} is not divisible by" \
     "the ${dp_size} data-parallel ranks (NUM_NODE x NUM_GPUS_PERNODE)"
-batch_size=$((global_batch_size / dp_size))
+per_rank=$((global_batch_size / dp_size))
+batch_size=${MICRO_BATCH_SIZE:-8}
+is_int "${batch_size}" && [ "${batch_size}" -ge 1 ] || die "MICRO_BATCH_SIZE must be a positive integer, got" \
+    "'${batch_size}'"
+[ "${batch_size}" -le "${per_rank}" ] || batch_size=${per_rank}
+[ $((per_rank % batch_size)) -eq 0 ] || die "the ${per_rank} samples per rank of a step (global batch" \
+    "${global_batch_size} / ${dp_size} ranks) are not a multiple of MICRO_BATCH_SIZE ${batch_size}"
 
 ###############################################################################
 ### Optimizer, precision, ZeRO, misc
@@ -170,10 +182,12 @@ clip_grad=1.0
 prescale_grad=true
 [ "${zero_stage}" -eq 0 ] || prescale_grad=false
 precision=${PRECISION:-fp16}
+# Gradients are summed over the micro-batches in this dtype: fp32 for bf16 (DeepSpeed does that at ZeRO-1 only),
+# the model's own dtype otherwise (DeepSpeed keeps no fp32 accumulation for fp16).
 case "${precision}" in
-    fp16) fp16_enabled=true; bf16_enabled=false; precision_flags=(--fp16) ;;
-    bf16) fp16_enabled=false; bf16_enabled=true; precision_flags=(--bf16) ;;
-    fp32) fp16_enabled=false; bf16_enabled=false; precision_flags=() ;;
+    fp16) fp16_enabled=true; bf16_enabled=false; precision_flags=(--fp16); grad_accum_dtype=fp16 ;;
+    bf16) fp16_enabled=false; bf16_enabled=true; precision_flags=(--bf16); grad_accum_dtype=fp32 ;;
+    fp32) fp16_enabled=false; bf16_enabled=false; precision_flags=(); grad_accum_dtype=fp32 ;;
     *) die "PRECISION must be fp16, bf16 or fp32, got '${precision}'" ;;
 esac
 # Launcher (checked before anything is written)
@@ -258,6 +272,7 @@ add_sub CONFIG_CLIP_GRAD "${clip_grad}"
 add_sub CONFIG_PRESCALE_GRAD "${prescale_grad}"
 add_sub CONFIG_FP16_ENABLED "${fp16_enabled}"
 add_sub CONFIG_BF16_ENABLED "${bf16_enabled}"
+add_sub CONFIG_GRAD_ACCUM_DTYPE "\"${grad_accum_dtype}\""
 add_sub CONFIG_DE_ENABLED "${de_enabled}"
 add_sub CONFIG_SEED "${seed}"
 add_sub CONFIG_LTD_ENABLED "${ltd_enabled}"

@@ -6,7 +6,7 @@
 #     bash ds_pretrain_gpt_1.3B_dense_run.sh            # DRY_RUN=1 prints the command instead
 #
 # The environment variables of ds_pretrain_gpt_1.3B_dense_base_script.sh apply (DRY_RUN, LAUNCHER, NUM_NODE,
-# NUM_GPUS_PERNODE, PRECISION, DATA_HOME, OUTPUT_HOME, ...), plus ANALYSIS_PATH: the --save directory of the
+# NUM_GPUS_PERNODE, PRECISION, MICRO_BATCH_SIZE, DATA_HOME, ...), plus ANALYSIS_PATH: the --save directory of the
 # data analysis (../ds_analyze_gpt_data_{map,reduce}.sh, which default to the same directory).
 #
 # Learning rate: scaled with the inverse data fraction (100 % 2e-4, 67 % 3e-4, 50 % 4e-4), which the Data
