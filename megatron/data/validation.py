@@ -24,7 +24,7 @@ from megatron.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-VERDICT_WAIT_SECONDS = 3600.0
+VERDICT_WAIT_SECONDS = 1800.0
 """How long a node's other ranks wait for local rank 0's token-id verdict before giving up."""
 
 
@@ -84,9 +84,19 @@ def check_token_ids(prefixes: Sequence[str], padded_vocab_size: int,
         raise ConfigError(error)
 
 
+LAUNCH_IDENTITY = ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID",
+                   "OMPI_MCA_ess_base_jobid", "PMI_JOBID")
+"""Environment variables that tell one launch from the next (the parent process id is added)."""
+STALE_VERDICT_SECONDS = 86400.0
+"""Verdict files of this user older than this are removed by the next local rank 0 that writes one."""
+
+
 def verdict_path(prefixes: Sequence[str], padded_vocab_size: int, max_scan_bytes: int) -> str:
-    """This node's verdict file for a token-id check of these files (unique to their path, size and mtime)."""
-    identity: list[object] = [padded_vocab_size, max_scan_bytes]
+    """This node's verdict file for a token-id check of these files in THIS launch (unique to their path, size and
+    mtime and to the launch: the per-node launcher process and the rendezvous/job ids), so that a waiting rank never
+    takes an earlier run's verdict."""
+    launch = [os.getppid()] + [os.environ.get(k, "") for k in LAUNCH_IDENTITY]
+    identity: list[object] = [padded_vocab_size, max_scan_bytes, launch]
     for prefix in prefixes:
         for ext in (".bin", ".idx"):
             name = os.path.realpath(prefix + ext)
@@ -106,6 +116,24 @@ def _write_verdict(path: str, error: str | None) -> None:
         os.replace(tmp, path)
     except OSError as e:  # the other ranks will time out with a message naming the file
         logger.warning("could not write the token-id check verdict %s: %s", path, e)
+    _remove_stale_verdicts(path)
+
+
+def _remove_stale_verdicts(keep: str) -> None:
+    """Earlier launches' verdict files (they are never read again) once they are a day old."""
+    directory, name = os.path.split(keep)
+    prefix = name[: name.rindex("-") + 1]  # megatron-token-check-<uid>-
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(prefix) and e.path != keep]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if now - entry.stat().st_mtime > STALE_VERDICT_SECONDS:
+                os.remove(entry.path)
+        except OSError:
+            pass
 
 
 def _wait_for_verdict(path: str, prefixes: Sequence[str], timeout: float) -> str | None:

@@ -11,6 +11,7 @@ from megatron.config import TransformerConfig
 from megatron.model.kv_cache import KVCache
 from megatron.model.masks import AttentionMask, check_attention_mask
 from megatron.model.rope import apply_rotary, rotary_cos_sin
+from megatron.model import init
 
 __all__ = ["SelfAttention", "check_attention_mask"]
 
@@ -45,10 +46,10 @@ class SelfAttention(nn.Module):
     def reset_parameters(self) -> None:
         """normal(0, std) weights, zero biases; the output projection uses std / sqrt(2 L)."""
         std = self.config.init_method_std
-        nn.init.normal_(self.query_key_value.weight, mean=0.0, std=std)
-        nn.init.normal_(self.dense.weight, mean=0.0, std=std / math.sqrt(2.0 * self.config.num_layers))
-        nn.init.zeros_(self.query_key_value.bias)
-        nn.init.zeros_(self.dense.bias)
+        init.normal_(self.query_key_value.weight, std=std)
+        init.normal_(self.dense.weight, std=std / math.sqrt(2.0 * self.config.num_layers))
+        init.zeros_(self.query_key_value.bias)
+        init.zeros_(self.dense.bias)
 
     def forward(
         self,

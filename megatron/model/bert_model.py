@@ -15,6 +15,7 @@ from megatron.model.embedding import Embedding
 from megatron.model.gpt_model import default_position_ids
 from megatron.model.masks import AttentionMask
 from megatron.model.transformer import TransformerBlock, make_layernorm
+from megatron.model import init
 
 
 class Pooler(nn.Module):
@@ -23,8 +24,8 @@ class Pooler(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        nn.init.normal_(self.dense.weight, mean=0.0, std=config.init_method_std)
-        nn.init.zeros_(self.dense.bias)
+        init.normal_(self.dense.weight, std=config.init_method_std)
+        init.zeros_(self.dense.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[b, s, h] -> [b, h]."""
@@ -39,8 +40,8 @@ class BertLMHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.layernorm = make_layernorm(config)
         self.bias = nn.Parameter(torch.zeros(config.padded_vocab_size))
-        nn.init.normal_(self.dense.weight, mean=0.0, std=config.init_method_std)
-        nn.init.zeros_(self.dense.bias)
+        init.normal_(self.dense.weight, std=config.init_method_std)
+        init.zeros_(self.dense.bias)
 
     def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor, labels: torch.Tensor | None = None,
                 *, chunk_tokens: int | None = None) -> torch.Tensor:
@@ -65,8 +66,8 @@ class BertModel(nn.Module):
         if add_binary_head:
             self.pooler = Pooler(config)
             self.binary_head = nn.Linear(config.hidden_size, 2)
-            nn.init.normal_(self.binary_head.weight, mean=0.0, std=config.init_method_std)
-            nn.init.zeros_(self.binary_head.bias)
+            init.normal_(self.binary_head.weight, std=config.init_method_std)
+            init.zeros_(self.binary_head.bias)
         self.loss_chunk_tokens: int | None = None
         """Tokens per chunk of the LM output layer + cross-entropy (None: 256 MiB of fp32 logits per chunk)."""
 

@@ -18,6 +18,7 @@ from megatron.model.embedding import Embedding
 from megatron.model.gpt_model import default_position_ids
 from megatron.model.masks import AttentionMask
 from megatron.model.transformer import TransformerBlock
+from megatron.model import init
 
 BACKBONE_PREFIXES = ("embedding.", "encoder.", "pooler.")
 
@@ -37,8 +38,8 @@ class Classification(nn.Module):
         self.pooler = Pooler(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.head = nn.Linear(config.hidden_size, 1 if multiple_choice else num_outputs)
-        nn.init.normal_(self.head.weight, mean=0.0, std=config.init_method_std)
-        nn.init.zeros_(self.head.bias)
+        init.normal_(self.head.weight, std=config.init_method_std)
+        init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, padding_mask: torch.Tensor,
                 tokentype_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from megatron.config import ConfigError, TransformerConfig
+from megatron.model import init
 
 
 class Embedding(nn.Module):
@@ -33,7 +34,7 @@ class Embedding(nn.Module):
         std = self.config.init_method_std
         for table in (self.word_embeddings, self.position_embeddings, self.tokentype_embeddings):
             if table is not None:
-                nn.init.normal_(table.weight, mean=0.0, std=std)
+                init.normal_(table.weight, std=std)
 
     def forward(
         self,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from megatron.config import TransformerConfig
+from megatron.model import init
 
 
 class MLP(nn.Module):
@@ -23,10 +24,10 @@ class MLP(nn.Module):
     def reset_parameters(self) -> None:
         """normal(0, std) weights, zero biases; the output projection uses std / sqrt(2 L)."""
         std = self.config.init_method_std
-        nn.init.normal_(self.dense_h_to_4h.weight, mean=0.0, std=std)
-        nn.init.normal_(self.dense_4h_to_h.weight, mean=0.0, std=std / math.sqrt(2.0 * self.config.num_layers))
-        nn.init.zeros_(self.dense_h_to_4h.bias)
-        nn.init.zeros_(self.dense_4h_to_h.bias)
+        init.normal_(self.dense_h_to_4h.weight, std=std)
+        init.normal_(self.dense_4h_to_h.weight, std=std / math.sqrt(2.0 * self.config.num_layers))
+        init.zeros_(self.dense_h_to_4h.bias)
+        init.zeros_(self.dense_4h_to_h.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[b, s, h] -> [b, s, h]."""

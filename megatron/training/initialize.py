@@ -51,7 +51,11 @@ def initialize_distributed(backend: str | None, timeout_minutes: int) -> None:
     set_launcher_env_defaults()  # idempotent; fills RANK/WORLD_SIZE/... for callers that did not
     if accel.device_name() != "cpu":
         local_rank, count = int(os.environ["LOCAL_RANK"]), accel.device_count()
-        # srun --gpus-per-task / per-rank CUDA_VISIBLE_DEVICES: each process sees fewer devices than its local rank
+        # srun --gpus-per-task / per-rank CUDA_VISIBLE_DEVICES: each process sees one device, whatever its local rank
+        if count > 1 and local_rank >= count:
+            raise ConfigError(f"local rank {local_rank} but this process sees only {count} {accel.device_name()} "
+                              "devices: start at most one process per device on each node (or give each process "
+                              "its own device, e.g. srun --gpus-per-task=1 or CUDA_VISIBLE_DEVICES per rank)")
         accel.set_device(local_rank % count if count > 0 else local_rank)
     # The launch variables are all set now (DeepSpeed's MPI discovery already ran if it was needed), so DeepSpeed's
     # own discovery would find nothing to do.

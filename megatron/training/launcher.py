@@ -5,7 +5,8 @@ First match wins (``resolve_launch_env``):
 1. ``RANK`` and ``WORLD_SIZE`` already set: torchrun, the ``deepspeed`` launcher (and its MPICH/Intel MPI helper).
 2. An MPI or SLURM launch without them: Open MPI (``OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK``), MVAPICH
    (``MV2_COMM_WORLD_*``), MPICH/Intel MPI hydra (``PMI_RANK``/``PMI_SIZE``, ``MPI_LOCALRANKID``) and SLURM
-   ``srun`` (``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS`` or ``SLURM_NTASKS``, ``SLURM_LOCALID``), copied to
+   ``srun`` (``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``, ``SLURM_LOCALID``; a batch script's own SLURM_PROCID=0 is
+   not a launch), copied to
    RANK/WORLD_SIZE/LOCAL_RANK. This is what DeepSpeed's openmpi/mpich/mvapich/slurm runners and a plain ``srun`` or
    ``mpirun`` give a process.
 3. None of these: a world of one on a free local port (a plain ``python pretrain_gpt.py``).
@@ -49,9 +50,10 @@ class LauncherVars:
     """Processes on this node (all on one node when it equals the world size)."""
     num_nodes: tuple[str, ...] = ()
     """Number of nodes (all on one node when 1)."""
-    size_alone_detects: bool = True
-    """A size variable without a rank variable still means "started by this launcher" (not so for SLURM: an
-    allocation's shell or batch script carries SLURM_NTASKS, only ``srun`` tasks carry SLURM_PROCID)."""
+    needs_both: bool = False
+    """Only a rank AND a size variable mean "started by this launcher" (SLURM: an allocation's shell carries
+    SLURM_NTASKS, and a batch script also carries SLURM_PROCID=0 of the batch step; only ``srun`` tasks carry
+    SLURM_STEP_NUM_TASKS, the size of their own step)."""
 
 
 LAUNCHERS = (  # MPI before SLURM: `mpirun` inside an allocation also carries the batch step's SLURM variables
@@ -62,9 +64,8 @@ LAUNCHERS = (  # MPI before SLURM: `mpirun` inside an allocation also carries th
     # (not PMIX_RANK: `srun --mpi=pmix` sets it without a size; SLURM's own variables below describe that launch)
     LauncherVars("MPICH/Intel MPI (PMI)", ("PMI_RANK",), ("PMI_SIZE",),
                  ("MPI_LOCALRANKID", "PALS_LOCAL_RANKID"), ("MPI_LOCALNRANKS", "PALS_LOCAL_SIZE")),
-    LauncherVars("SLURM srun", ("SLURM_PROCID",), ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS"),
-                 ("SLURM_LOCALID",), (), ("SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES"),
-                 size_alone_detects=False),
+    LauncherVars("SLURM srun", ("SLURM_PROCID",), ("SLURM_STEP_NUM_TASKS",),
+                 ("SLURM_LOCALID",), (), ("SLURM_STEP_NUM_NODES",), needs_both=True),
 )
 SLURM_NODELISTS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
 
@@ -123,8 +124,8 @@ def _one_node(env: MutableMapping[str, str], launcher: LauncherVars | None, worl
 def _detect(env: MutableMapping[str, str]) -> LauncherVars | None:
     """The launcher whose rank or size variables are present (MPI first), or None."""
     for launcher in LAUNCHERS:
-        if _first(env, launcher.rank) is not None or (launcher.size_alone_detects and
-                                                      _first(env, launcher.size) is not None):
+        rank, size = _first(env, launcher.rank), _first(env, launcher.size)
+        if (rank is not None and size is not None) or (not launcher.needs_both and (rank or size) is not None):
             return launcher
     return None
 

@@ -12,7 +12,7 @@ from conftest import REPO, subprocess_env
 
 def srun_variables(rank: int) -> dict[str, str]:
     """What `srun -n 2` on one node gives task `rank`."""
-    return {"SLURM_PROCID": str(rank), "SLURM_NTASKS": "2", "SLURM_LOCALID": str(rank), "SLURM_NNODES": "1",
+    return {"SLURM_PROCID": str(rank), "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": str(rank), "SLURM_STEP_NUM_NODES": "1",
             "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "localhost"}
 
 
@@ -41,7 +41,7 @@ def test_srun_variables_make_one_two_rank_job(make_argv, tmp_path):
 
 
 def test_incomplete_launch_is_one_error_line(make_argv):
-    env = dict(subprocess_env(), SLURM_PROCID="1", SLURM_NTASKS="4", SLURM_LOCALID="1")  # 4 tasks, no master
+    env = dict(subprocess_env(), SLURM_PROCID="1", SLURM_STEP_NUM_TASKS="4", SLURM_LOCALID="1")  # 4 tasks, no master
     proc = subprocess.run([sys.executable, str(REPO / "pretrain_gpt.py"), *make_argv(train_iters=1)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

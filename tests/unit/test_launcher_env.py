@@ -69,7 +69,7 @@ def test_mpich_pmi_variables():
 
 
 def test_slurm_srun_multi_node_takes_first_host_and_a_job_port():
-    env = {"SLURM_PROCID": "6", "SLURM_NTASKS": "8", "SLURM_LOCALID": "2", "SLURM_NNODES": "2",
+    env = {"SLURM_PROCID": "6", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "2", "SLURM_STEP_NUM_NODES": "2",
            "SLURM_JOB_NODELIST": "gpu[017-018]", "SLURM_JOB_ID": "123456"}
     assert launch(env) == {"RANK": "6", "WORLD_SIZE": "8", "LOCAL_RANK": "2", "MASTER_ADDR": "gpu017",
                            "MASTER_PORT": str(29500 + 456)}
@@ -80,7 +80,7 @@ def test_slurm_srun_multi_node_takes_first_host_and_a_job_port():
 
 
 def test_slurm_without_a_derivable_master_addr_is_one_error():
-    env = {"SLURM_PROCID": "1", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1"}
+    env = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1"}
     with pytest.raises(ConfigError) as e:
         resolve_launch_env(env)
     message = str(e.value)
@@ -145,7 +145,7 @@ def test_initializer_selects_the_local_device_modulo_visible_devices(monkeypatch
     for key in KEYS:  # set then delete: monkeypatch restores "absent" after the test
         monkeypatch.setenv(key, "unset")
         monkeypatch.delenv(key)
-    for key, value in {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "3", "SLURM_NNODES": "1"}.items():
+    for key, value in {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "3", "SLURM_STEP_NUM_NODES": "1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(deepspeed.accelerator, "get_accelerator", lambda: accel)
     monkeypatch.setattr(deepspeed, "init_distributed", lambda **kw: seen.update(kw))
@@ -155,5 +155,47 @@ def test_initializer_selects_the_local_device_modulo_visible_devices(monkeypatch
 
 
 def test_srun_with_pmix_is_read_from_slurms_variables():
-    env = {"PMIX_RANK": "1", "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1", "SLURM_NNODES": "1"}
+    env = {"PMIX_RANK": "1", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_NODES": "1"}
     assert resolve_launch_env(env) == "SLURM srun" and (env["RANK"], env["WORLD_SIZE"]) == ("1", "2")
+
+
+def test_slurm_batch_script_running_python_directly_is_a_world_of_one():
+    """The batch step of `sbatch -n 8` carries SLURM_PROCID=0/SLURM_LOCALID=0 and SLURM_NTASKS=8, but no step size:
+    a plain `python pretrain_gpt.py` there is one process (waiting for 7 ranks that never start would hang)."""
+    env = {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8", "SLURM_NNODES": "2", "SLURM_JOB_ID": "9",
+           "SLURM_JOB_NODELIST": "n[1-2]"}
+    out = launch(env)
+    assert (out["RANK"], out["WORLD_SIZE"], out["MASTER_ADDR"]) == ("0", "1", "127.0.0.1")
+
+
+def test_more_local_ranks_than_visible_devices_is_one_error(monkeypatch):
+    """4 processes per node on 2 visible GPUs would silently share devices (NCCL later: 'Duplicate GPU')."""
+    import deepspeed
+    import deepspeed.accelerator
+
+    from megatron.config import ConfigError
+    from megatron.training import initialize
+
+    class TwoGPUs:
+        def device_name(self) -> str:
+            return "cuda"
+
+        def communication_backend_name(self) -> str:
+            return "nccl"
+
+        def device_count(self) -> int:
+            return 2
+
+        def set_device(self, index: int) -> None:
+            raise AssertionError("must not pick a device")
+
+    for key in KEYS:
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
+    for key, value in {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(deepspeed.accelerator, "get_accelerator", lambda: TwoGPUs())
+    monkeypatch.setattr(deepspeed, "init_distributed", lambda **kw: None)
+    with pytest.raises(ConfigError, match="local rank 3 but this process sees only 2 cuda devices"):
+        initialize.initialize_distributed("nccl", 5)

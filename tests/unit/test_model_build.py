@@ -68,3 +68,48 @@ def test_tf32_only_on_cuda() -> None:
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def _zero3_init_worker(_rank: int, init_file: str, result_file: str) -> None:
+    import os
+
+    import deepspeed
+    import torch.distributed as dist
+
+    os.environ.update(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1")  # what a launcher sets; zero.Init reads LOCAL_RANK
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        config = {"train_batch_size": 1, "zero_optimization": {"stage": 3}}
+        with deepspeed.zero.Init(config_dict_or_path=config):  # the real partitioning, on the CPU accelerator
+            model = GPTModel(CFG)
+        params = dict(model.named_parameters())
+        assert all(hasattr(p, "ds_id") for p in params.values()), "zero.Init did not partition the parameters"
+        stats = {}
+        with deepspeed.zero.GatheredParameters(list(params.values())):
+            for name, p in params.items():
+                stats[name] = (float(p.float().std()) if p.numel() > 1 else 0.0, float(p.abs().max()))
+        torch.save(stats, result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_megatron_init_survives_real_zero_init(tmp_path) -> None:
+    """Under deepspeed.zero.Init a parent's init of a child's (already partitioned) weight must not be lost."""
+    import torch.multiprocessing as mp
+
+    result = tmp_path / "stats.pt"
+    ctx = mp.start_processes(_zero3_init_worker, args=(str(tmp_path / "init"), str(result)), nprocs=1, join=False,
+                             start_method="fork")
+    assert ctx.join(timeout=120) and ctx.processes[0].exitcode == 0
+    stats = torch.load(result)
+    std = CFG.init_method_std
+    for name, (sd, amax) in stats.items():
+        if name.endswith("bias") and "layernorm" not in name:
+            assert amax == 0.0, f"{name}: bias not zeroed under zero.Init (max |b| {amax})"
+        elif "layernorm" in name:
+            continue
+        elif "dense_4h_to_h.weight" in name or "attention.dense.weight" in name:
+            assert sd < std, f"{name}: std {sd} (scaled init expected)"
+        elif name.endswith("weight"):
+            assert abs(sd - std) < 0.3 * std, f"{name}: std {sd}, Megatron init std {std} expected"

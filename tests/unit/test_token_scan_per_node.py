@@ -80,3 +80,33 @@ def test_single_process_scans_and_writes_nothing(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("LOCAL_RANK", "0")
     validation.check_token_ids([make_data(tmp_path, 100)], 128)
     assert node == [1] and not list((tmp_path / "node-tmp").iterdir())
+
+
+def test_a_later_launch_never_takes_an_earlier_launchs_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               node: list[int]) -> None:
+    prefix = make_data(tmp_path, 100)
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    first = validation.verdict_path([prefix], 128, 4 << 30)
+    validation._write_verdict(first, "an earlier run's transient failure")
+    monkeypatch.setenv("MASTER_PORT", "29511")  # the next launch (new rendezvous)
+    second = validation.verdict_path([prefix], 128, 4 << 30)
+    assert second != first
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(validation, "VERDICT_WAIT_SECONDS", 0.3)
+    with pytest.raises(ConfigError, match="did not report"):  # waits for THIS launch's rank 0, not the old file
+        validation.check_token_ids([prefix], 128)
+
+
+def test_day_old_verdicts_are_removed_by_the_next_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        node: list[int]) -> None:
+    import os
+
+    prefix = make_data(tmp_path, 100)
+    monkeypatch.setenv("MASTER_PORT", "1")
+    old = validation.verdict_path([prefix], 128, 4 << 30)
+    validation._write_verdict(old, None)
+    os.utime(old, (time.time() - 2 * validation.STALE_VERDICT_SECONDS,) * 2)
+    monkeypatch.setenv("MASTER_PORT", "2")
+    recent = validation.verdict_path([prefix], 128, 4 << 30)
+    validation._write_verdict(recent, None)
+    assert not os.path.exists(old) and os.path.exists(recent)
