@@ -1,7 +1,7 @@
 """The data-efficiency study: baseline vs curriculum vs random-LTD vs both at several token budgets, one report.
 
     python tools/data_efficiency_study.py [--study-dir runs/data_efficiency_study] [--cases NAME ...] [--tiny]
-        [--set KEY=VALUE ...] [--deb PKG ...] [--report-dir docs] [--report-only]
+        [--set KEY=VALUE ...] [--lr-sweep LR[,LR...]] [--deb PKG ...] [--report-dir docs] [--report-only]
 
 Prepares the data once (corpus from Debian documentation packages, a BPE vocabulary trained on the training
 split, token files, vocab-rarity analysis, offline lm-eval tasks), then for each case trains with
@@ -10,6 +10,9 @@ offline zero-shot tasks; finally writes the report (markdown, JSON, PNG plots). 
 is finished and resumes a killed training run from its last checkpoint.  ``--tiny`` is a seconds-long
 configuration on 1 MB of the bundled corpus (for tests); its report goes to the study directory.
 ``--set KEY=VALUE`` overrides a field of ``megatron.study.plan.StudyConfig`` (e.g. ``--set budget_tokens=2000000``).
+``--lr-sweep 0.0015,0.003`` first runs ``lrsweep_<lr>`` cases: the 100 % baseline at ``sweep_budget_fraction``
+(0.5) of the budget with that peak LR, reported in the section "Choice of the peak LR" only (it may be added to
+an existing study directory).
 Bad input: one ``error:`` line, exit status 2.
 """
 from __future__ import annotations
@@ -18,10 +21,14 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
+
+_STARTED = time.time()  # the study's wall-clock counts from here (data preparation and downloads included)
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.path.pardir)))  # run from a checkout
 
-from megatron.study.plan import TINY, StudyConfig, StudyError, all_cases, select_cases  # noqa: E402
+from megatron.study.plan import (TINY, StudyConfig, StudyError, all_cases, parse_lr_sweep, select_cases,  # noqa: E402
+                                 sweep_case)
 from megatron.study.prepare import DEFAULT_DEBS  # noqa: E402
 from megatron.study.runner import ROOT, Interrupted, Study, log  # noqa: E402
 
@@ -44,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run only these cases (default: all): " + " ".join(c.name for c in all_cases(StudyConfig())))
     ap.add_argument("--tiny", action="store_true", help="seconds-long configuration on 1 MB of the bundled corpus")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a StudyConfig field")
+    ap.add_argument("--lr-sweep", default=None, metavar="LR[,LR...]",
+                    help="before the cases, run the 100%% baseline at sweep_budget_fraction of the budget with each "
+                         "of these peak LRs (cases lrsweep_<lr>; default: no sweep)")
     ap.add_argument("--deb", action=_SourceAction, metavar="PKG",
                     help=f"Debian documentation package for the corpus (repeatable; default {' '.join(DEFAULT_DEBS)})")
     ap.add_argument("--src", action=_SourceAction, metavar="DIR", help="reST directory for the corpus (repeatable)")
@@ -84,21 +94,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = apply_overrides(TINY if args.tiny else StudyConfig(), args.set)
-        cases = select_cases(config, args.cases)
+        sweep = [sweep_case(config, lr) for lr in parse_lr_sweep(args.lr_sweep)]
+        cases = sweep + select_cases(config, args.cases)
         sources = args.sources or ([("jsonl", os.path.join(ROOT, TINY_CORPUS))] if args.tiny
                                    else [("deb", d) for d in DEFAULT_DEBS])
         max_mb = args.max_mb if args.max_mb is not None else (1.0 if args.tiny else None)
         study_dir = os.path.abspath(args.study_dir or os.path.join(
             ROOT, "runs", "data_efficiency_study_tiny" if args.tiny else "data_efficiency_study"))
         report_dir = args.report_dir or (os.path.join(study_dir, "report") if args.tiny else os.path.join(ROOT, "docs"))
-        study = Study(study_dir, config)
+        study = Study(study_dir, config, started=_STARTED)
         study.check_identity()
         study.prepare(sources=sources, deb_cache=args.deb_cache or os.path.join(study_dir, "debs"), max_mb=max_mb)
         if not args.report_only:
+            study.record_time()
             study.run(cases)
         from megatron.study.report import write_report
 
-        paths = write_report(study, all_cases(config), report_dir)
+        known = {c.name for c in sweep}
+        sweep += [c for c in study.sweep_cases_on_disk() if c.name not in known]
+        paths = write_report(study, sorted(sweep, key=lambda c: c.lr) + all_cases(config), report_dir)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

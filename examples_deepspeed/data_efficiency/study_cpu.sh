@@ -2,12 +2,17 @@
 # The data-efficiency study on CPU (issue 12): baseline 100/67/50 %, CL (vocab rarity + seqlen_truncate) 100 %,
 # random-LTD 100 %, CL + random-LTD 100/50 %, and the 100 % baseline with two more seeds; each run trained with
 # pretrain_gpt.py, evaluated on the whole held-out split (tools/eval_gpt.py) and on the offline zero-shot tasks;
-# the report goes to docs/data_efficiency_study.md (+ .json, PNGs).  About 45 minutes on 2 idle cores.
+# the report goes to docs/data_efficiency_study.md (+ .json, PNGs).  About 50 minutes on 2 idle cores.
 #
-#   bash examples_deepspeed/data_efficiency/study_cpu.sh                  # the whole study (resumable)
+#   bash examples_deepspeed/data_efficiency/study_cpu.sh                  # the whole study (resumable), with the
+#                                                                         # LR sweep 0.0015,0.003,0.006 first
 #   bash examples_deepspeed/data_efficiency/study_cpu.sh --tiny           # seconds-long check, report in STUDY_DIR
 #   bash examples_deepspeed/data_efficiency/study_cpu.sh --cases baseline_100 cl_ltd_50
 #   bash examples_deepspeed/data_efficiency/study_cpu.sh --report-only    # rewrite the report from finished runs
+#   bash examples_deepspeed/data_efficiency/study_cpu.sh --lr-sweep 0.0015,0.003,0.006   # LR sweep first (lrsweep_<lr>:
+#       the 100 % baseline at sweep_budget_fraction = 50 % of the budget per LR; report section "Choice of the peak
+#       LR"); it may be added to an existing STUDY_DIR.  STUDY_ARGS (e.g. STUDY_ARGS="--lr-sweep 0.0015,0.003")
+#       replaces the default sweep flags (STUDY_ARGS="" runs no sweep).
 #
 # STUDY_DIR (default runs/data_efficiency_study; runs/data_efficiency_study_tiny with --tiny) holds the data and
 # the runs.  Interrupted (Ctrl-C, kill), it continues where it stopped when run again.  The corpus comes from the
@@ -26,4 +31,9 @@ if [ -z "${STUDY_DIR:-}" ]; then
     STUDY_DIR=runs/data_efficiency_study
     for arg in "$@"; do [ "$arg" = "--tiny" ] && STUDY_DIR=runs/data_efficiency_study_tiny; done
 fi
-exec "$PYTHON" tools/data_efficiency_study.py --study-dir "$STUDY_DIR" "$@"
+# shellcheck disable=SC2086  # STUDY_ARGS is a list of flags
+if [ -z "${STUDY_ARGS+set}" ]; then  # the full study checks its peak LR with a half-budget sweep (~8 min)
+    STUDY_ARGS="--lr-sweep 0.0015,0.003,0.006"
+    for arg in "$@"; do case "$arg" in --tiny|--report-only|--cases|--lr-sweep*) STUDY_ARGS="";; esac; done
+fi
+exec "$PYTHON" tools/data_efficiency_study.py --study-dir "$STUDY_DIR" ${STUDY_ARGS} "$@"

@@ -43,7 +43,8 @@ def write_plots(data: dict[str, Any], out_dir: str, prefix: str) -> list[str]:
         _zoom(ax, runs)
     if axes[0].has_data():
         axes[0].legend(fontsize=8)
-    fig.suptitle("validation loss during training (red line: final loss of baseline_100)")
+    fig.suptitle("validation loss during training (red line: target = mean final validation loss of the "
+                 "baseline_100 seeds)")
     fig.tight_layout()
     path = os.path.join(out_dir, f"{prefix}_loss.png")
     fig.savefig(path, dpi=90)

@@ -19,7 +19,7 @@ from typing import Any
 
 from megatron.study.curves import read_curves
 from megatron.study.plan import (Case, RunPlan, StudyConfig, StudyError, check_single_epoch, ds_config, plan_case,
-                                 pretrain_flags)
+                                 pretrain_flags, sweep_case)
 from megatron.study.prepare import ZEROSHOT_TASKS, Prepared, atomic_json, load_json, prepare
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
@@ -108,12 +108,38 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 class Study:
     """The study in one directory: configuration, data, cases."""
 
-    def __init__(self, study_dir: str, config: StudyConfig, *, python: str = sys.executable) -> None:
+    def __init__(self, study_dir: str, config: StudyConfig, *, python: str = sys.executable,
+                 started: float | None = None) -> None:
         config.check()
         self.dir = os.path.abspath(study_dir)
         self.config = config
         self.python = python
         self.prepared: Prepared | None = None
+        self.started = time.time() if started is None else started
+        """When this command started (its wall-clock, data preparation included, goes to ``timing.json``)."""
+
+    def record_time(self) -> None:
+        """Add this command's elapsed wall-clock so far to ``timing.json`` (one entry per command run)."""
+        path = os.path.join(self.dir, "timing.json")
+        timing = load_json(path) or {"commands": {}}
+        timing["commands"][f"{self.started:.3f}"] = time.time() - self.started
+        atomic_json(path, timing)
+
+    def study_seconds(self) -> float | None:
+        """Wall-clock of every command run on this directory (data preparation included), summed."""
+        timing = load_json(os.path.join(self.dir, "timing.json"))
+        return sum(timing["commands"].values()) if timing else None
+
+    def sweep_cases_on_disk(self) -> list[Case]:
+        """LR-sweep cases with a run directory (so a report lists the sweep without --lr-sweep on the command)."""
+        runs = os.path.join(self.dir, "runs")
+        out = []
+        for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+            done = load_json(os.path.join(runs, name, "done.json")) if name.startswith("lrsweep_") else None
+            lr = ((done or {}).get("plan") or {}).get("case", {}).get("lr")
+            if lr is not None:
+                out.append(sweep_case(self.config, lr))
+        return out
 
     def run_dir(self, case: Case) -> str:
         """Directory of a case's run."""
@@ -126,8 +152,12 @@ class Study:
         old = load_json(path)
         new = asdict(self.config)
         new["extra_seeds"] = list(new["extra_seeds"])
-        if old is not None and old.get("config") != new:
-            diff = sorted(k for k in new if old.get("config", {}).get(k) != new[k])
+        default = asdict(StudyConfig())
+        default["extra_seeds"] = list(default["extra_seeds"])
+        recorded = (old or {}).get("config", {})
+        # a field added after the directory was made counts as its default value
+        diff = sorted(k for k in new if recorded.get(k, default.get(k)) != new[k]) if old is not None else []
+        if diff:
             raise StudyError(f"{path}: this study directory was made with another configuration (differs in: "
                              f"{', '.join(diff)}); use another --study-dir (STUDY_DIR) or delete it")
         atomic_json(path, {"config": new})
@@ -147,7 +177,7 @@ class Study:
         """Plans of the cases; checks the single-epoch regime against the prepared training split."""
         plans = [plan_case(self.config, c) for c in cases]
         if self.prepared is not None:
-            check_single_epoch(plans, self.prepared.facts["train_split_tokens"])
+            check_single_epoch(self.config, plans, self.prepared.facts["train_samples"])
         return plans
 
     # -- one case --------------------------------------------------------------------------------------------
@@ -168,7 +198,7 @@ class Study:
         if "eval" not in done:
             done["eval"] = self._eval(run_dir, tag)
             atomic_json(done_path, done)
-        if self.prepared and self.prepared.tasks_dir and "zeroshot" not in done:
+        if self.prepared and self.prepared.tasks_dir and "zeroshot" not in done and not case.is_sweep:
             done["zeroshot"] = self._zeroshot(run_dir, tag)
             atomic_json(done_path, done)
         return done
@@ -185,9 +215,15 @@ class Study:
         log_path = os.path.join(run_dir, "train.log")
         ckpt = os.path.join(run_dir, "checkpoint")
         resuming = os.path.exists(os.path.join(ckpt, "latest"))
+        if not resuming:  # a fresh start (maybe after a kill before the first checkpoint): no stale curves/clusters
+            for sub in ("checkpoint", "tensorboard", "data_cluster"):
+                shutil.rmtree(os.path.join(run_dir, sub), ignore_errors=True)
+        attempts_path = os.path.join(run_dir, "train_attempts.json")
+        attempts = _close_attempts(load_json(attempts_path) or [], log_path)
+        attempts.append([time.time(), None])
+        atomic_json(attempts_path, attempts)
         log(f"{tag}: training {plan.train_tokens:,} tokens (~{plan.est_steps} steps, lr {plan.lr:.3g}"
             f"{', resuming from ' + open(os.path.join(ckpt, 'latest')).read().strip() if resuming else ''}) ...")
-        start = time.time()
         try:
             run_logged(f"training {case.name}", argv, log_path)
         except StudyError as e:
@@ -197,6 +233,8 @@ class Study:
             for sub in ("checkpoint", "tensorboard", "data_cluster"):
                 shutil.rmtree(os.path.join(run_dir, sub), ignore_errors=True)
             run_logged(f"training {case.name}", argv, log_path)
+        attempts[-1][1] = time.time()
+        atomic_json(attempts_path, attempts)
         curves = read_curves(os.path.join(run_dir, "tensorboard"))
         last = curves.last_iteration
         tokens = curves.tokens.get(last, 0)
@@ -205,7 +243,8 @@ class Study:
                              f"(iteration {last}); see {log_path}")
         _prune_checkpoints(ckpt)
         result = {"steps": last, "tokens": tokens, "layer_tokens": curves.layer_tokens(last, self.config.num_layers),
-                  "train_seconds": curves.cumulative_seconds(last), "process_seconds": time.time() - start,
+                  "train_seconds": curves.cumulative_seconds(last),
+                  "process_seconds": sum(end - begin for begin, end in attempts), "processes": len(attempts),
                   "final_train_valid_loss": curves.valid_loss.get(max(curves.valid_loss, default=0))}
         log(f"{tag}: trained {tokens:,} tokens in {last} steps, {result['train_seconds']:.0f} s of steps "
             f"({result['process_seconds']:.0f} s in all; {tokens / max(result['train_seconds'], 1e-9):,.0f} tok/s)")
@@ -249,6 +288,7 @@ class Study:
         try:
             for i, plan in enumerate(plans, 1):
                 results[plan.case.name] = self.run_case(plan, i, len(plans))
+                self.record_time()
                 log(f"{i}/{len(plans)} cases finished ({time.time() - start:.0f} s so far)")
         finally:
             for s, handler in old.items():
@@ -263,6 +303,17 @@ class Study:
             if d and "train" in d and "eval" in d:
                 out[c.name] = d
         return out
+
+
+def _close_attempts(attempts: list[list[float | None]], log_path: str) -> list[list[float]]:
+    """Training processes of earlier commands: one killed before it could record its end ends at the last write
+    to its log (so process_seconds of a resumed run sums every process it took)."""
+    out = []
+    for begin, end in attempts:
+        if end is None:
+            end = max(begin, os.path.getmtime(log_path)) if os.path.exists(log_path) else begin
+        out.append([begin, end])
+    return out
 
 
 def _prune_checkpoints(ckpt: str) -> None:

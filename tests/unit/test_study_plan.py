@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from megatron.study.conclusion import conclusion_lines
 from megatron.study.curves import tokens_to_reach
-from megatron.study.plan import (TINY, StudyConfig, StudyError, all_cases, check_single_epoch, ds_config, plan_case,
-                                 pretrain_flags, select_cases)
+from megatron.study.plan import (TINY, StudyConfig, StudyError, all_cases, check_single_epoch, cl_reuse_ratio,
+                                 ds_config, parse_lr_sweep, plan_case, pretrain_flags, select_cases, sweep_case)
+from megatron.study.report import seed_band, versus_band
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,9 +71,80 @@ def test_recipe_scaling_of_lr_and_schedules() -> None:
 
 def test_single_epoch_check_names_the_case_and_sizes() -> None:
     plans = [plan_case(TINY, c) for c in all_cases(TINY)]
-    check_single_epoch(plans, 10 ** 9)
+    check_single_epoch(TINY, plans, 10 ** 7)
     with pytest.raises(StudyError, match=r"corpus too small.*cl_ltd_100 reads"):
-        check_single_epoch(plans, TINY.budget_tokens)
+        check_single_epoch(TINY, plans, TINY.budget_tokens // TINY.seq_length)
+
+
+def _cl_plan(config: StudyConfig, voc: list[int]):
+    plan = plan_case(config, next(c for c in all_cases(config) if c.name == "cl_100"))
+    plan.schedule = [{"step": i + 1, "voc": v, "seqlen": config.seq_length} for i, v in enumerate(voc)]
+    return plan
+
+
+def test_curriculum_redraw_simulation_by_hand() -> None:
+    config = replace(TINY, global_batch_size=10)
+    # 1000 samples: clusters of 10 per percentile. Step 1: percentile 50 (500 samples) gets all 10 draws;
+    # step 2: percentile 100 adds 500 more, each half gets 5: the first cluster 15 draws of 500, the second 5.
+    assert cl_reuse_ratio(config, _cl_plan(config, [50, 100]), 1000) == pytest.approx(15 / 500)
+    # a 1-percentile first cluster (10 samples) drawn alone for 3 steps: 30 draws of 10 samples -> 3x reuse
+    assert cl_reuse_ratio(config, _cl_plan(config, [1, 1, 1]), 1000) == pytest.approx(3.0)
+    assert cl_reuse_ratio(config, plan_case(config, all_cases(config)[0]), 1000) == 0.0  # no curriculum
+
+
+def test_single_epoch_check_counts_curriculum_redraws() -> None:
+    config = replace(TINY, global_batch_size=10)
+    plan = _cl_plan(config, [1, 1, 1])  # reads few tokens in all, but re-draws its first cluster 3x
+    plan.est_raw_tokens = 0
+    with pytest.raises(StudyError, match=r"cl_100's curriculum draws its most used cluster 3.00 times its size"):
+        check_single_epoch(config, [plan], 1000)
+    check_single_epoch(config, [_cl_plan(config, [50, 100])], 1000)
+
+
+def test_default_study_stays_below_one_draw_per_curriculum_sample() -> None:
+    config = StudyConfig()
+    worst = max(cl_reuse_ratio(config, plan_case(config, c), 68_937) for c in all_cases(config))
+    assert 0 < worst <= 1  # 68,937 samples: the training split of the committed study's corpus
+
+
+def test_seed_band_uses_the_sample_sd_rule() -> None:
+    cases = all_cases(TINY)
+    losses = {"baseline_100": 3.00, "baseline_100_seed1235": 3.02, "baseline_100_seed1236": 3.04}
+    band = seed_band({n: {"eval": {"loss": v}} for n, v in losses.items()}, cases)
+    assert band["sd"] == pytest.approx(0.02) and band["n"] == 3
+    assert band["vs_mean"] == pytest.approx(2 * 0.02 * math.sqrt(1 + 1 / 3))
+    assert band["pair"] == pytest.approx(2 * math.sqrt(2) * 0.02)
+    # outside [min, max] but within 2 sd sqrt(1 + 1/n) = 0.0462 of the mean: not beyond the noise
+    assert versus_band(2.98, band) == "within noise" and versus_band(3.06, band) == "within noise"
+    assert versus_band(2.97, band) == "lower" and versus_band(3.07, band) == "higher"
+    assert versus_band(3.0, None) == "n/a"
+
+
+def test_lr_sweep_cases() -> None:
+    assert parse_lr_sweep("0.003,1.5e-3,0.003") == [0.0015, 0.003]
+    assert parse_lr_sweep(None) == []
+    for bad in ("0.003,x", "-1", "0", "nan"):
+        with pytest.raises(StudyError, match="--lr-sweep"):
+            parse_lr_sweep(bad)
+    case = sweep_case(StudyConfig(), 0.003)
+    assert case.name == "lrsweep_0.003" and case.is_sweep and case.fraction == 0.5
+    plan = plan_case(StudyConfig(), case)
+    assert plan.lr == 0.003 and plan.train_tokens == StudyConfig().budget_tokens // 2  # no 1/f LR scaling
+    assert not any(c.is_sweep for c in all_cases(StudyConfig()))
+
+
+def test_identity_check_accepts_new_default_fields_and_names_changes(tmp_path) -> None:
+    import json
+
+    from megatron.study.runner import Study
+
+    Study(str(tmp_path), TINY).check_identity()
+    recorded = json.loads((tmp_path / "study.json").read_text())
+    del recorded["config"]["sweep_budget_fraction"]  # a directory made before the field existed
+    (tmp_path / "study.json").write_text(json.dumps(recorded))
+    Study(str(tmp_path), TINY).check_identity()
+    with pytest.raises(StudyError, match=r"differs in: base_lr"):
+        Study(str(tmp_path), replace(TINY, base_lr=1.0)).check_identity()
 
 
 def test_ds_config_and_flags_per_case(tmp_path) -> None:
@@ -116,27 +189,59 @@ def test_set_overrides_are_typed(tmp_path) -> None:
 
 
 # -- the conclusion is computed from the numbers -----------------------------------------------------------------
-def _data(losses: dict[str, float]) -> dict:
+def _data(losses: dict[str, float], zeroshot: dict | None = None, sweep: dict | None = None) -> dict:
+    zeroshot = zeroshot or {}
     runs = {}
     for name, loss in losses.items():
         runs[name] = {"case": {"name": name, "label": name, "fraction": 0.5 if name.endswith("_50") else 1.0},
                       "eval": {"loss": loss}, "train": {"tokens": 100, "steps": 10, "train_seconds": 10.0,
                                                         "layer_tokens": 400},
-                      "reach_target": {"tokens": None}, "zeroshot": None, "vs_band": "n/a"}
-    seeds = [losses[n] for n in losses if n.startswith("baseline_100")]
-    band = {"losses": seeds, "mean": sum(seeds) / len(seeds), "sd": 0.01, "min": min(seeds), "max": max(seeds),
-            "half_range": (max(seeds) - min(seeds)) / 2}
-    return {"runs": runs, "seed_band": band, "tokens_per_non_embedding_param": 25.0}
+                      "reach_target": {"tokens": None}, "zeroshot": zeroshot.get(name), "vs_band": "n/a"}
+    band = seed_band({n: {"eval": {"loss": v}} for n, v in losses.items()}, all_cases(TINY))
+    return {"runs": runs, "seed_band": band, "tokens_per_non_embedding_param": 25.0, "config": {"base_lr": 0.003},
+            "lr_sweep": sweep}
 
 
 def test_verdicts_follow_the_numbers() -> None:
     seeds = {"baseline_100": 3.00, "baseline_100_seed1235": 3.02, "baseline_100_seed1236": 3.04}
     better = "\n".join(conclusion_lines(_data({**seeds, "cl_ltd_100": 2.90, "cl_ltd_50": 3.01})))
-    assert "`cl_ltd_100` vs `baseline_100`, held-out loss): confirmed" in better
-    assert "`cl_ltd_50` vs `baseline_100`, held-out loss): confirmed (not above the seed band)" in better
-    worse = "\n".join(conclusion_lines(_data({**seeds, "cl_ltd_100": 3.03, "cl_ltd_50": 3.20})))
-    assert "`cl_ltd_100` vs `baseline_100`, held-out loss): not confirmed: the difference is within" in worse
-    assert "`cl_ltd_50` vs `baseline_100`, held-out loss): not confirmed: higher loss" in worse
+    assert "`cl_ltd_100` vs `baseline_100`, held-out loss, Δ -0.1200): confirmed (lower loss" in better
+    assert "`cl_ltd_50` vs `baseline_100`, held-out loss, Δ -0.0100): confirmed (no difference" in better
+    assert "rough estimate" in better
+    # 2.97 is below the seeds' [min, max] but within 2 sd sqrt(1 + 1/3) of their mean: not evidence
+    within = "\n".join(conclusion_lines(_data({**seeds, "cl_ltd_100": 2.97})))
+    assert "`cl_ltd_100` vs `baseline_100`, held-out loss, Δ -0.0500): confirmed (lower" in within
+    within = "\n".join(conclusion_lines(_data({**seeds, "cl_ltd_100": 2.99})))
+    assert "`cl_ltd_100` vs `baseline_100`, held-out loss, Δ -0.0300): not confirmed: the difference is within" \
+        in within
+    worse = "\n".join(conclusion_lines(_data({**seeds, "cl_ltd_100": 3.03, "cl_ltd_50": 3.20, "baseline_50": 3.14})))
+    assert "`cl_ltd_100` vs `baseline_100`, held-out loss, Δ +0.0100): not confirmed: the difference is within" \
+        in worse
+    assert "`cl_ltd_50` vs `baseline_100`, held-out loss, Δ +0.1800): not confirmed: higher loss" in worse
+    # two single cases: 2 sqrt(2) sd = 0.0566; 3.20 - 3.14 = 0.06 is beyond it, in the wrong direction
+    assert "`cl_ltd_50` vs `baseline_50`, held-out loss, Δ +0.0600): contradicted" in worse
+
+
+def test_zeroshot_two_proportion_rule_and_chance() -> None:
+    seeds = {"baseline_100": 3.00, "baseline_100_seed1235": 3.02, "baseline_100_seed1236": 3.04}
+    z = {"baseline_100": {"lastword_acc": 0.0, "n_lastword": 40, "choice_acc_norm": 0.25, "n_choice": 40},
+         "cl_100": {"lastword_acc": 0.05, "n_lastword": 40, "choice_acc_norm": 0.60, "n_choice": 40}}
+    text = "\n".join(conclusion_lines(_data({**seeds, "cl_100": 2.9}, zeroshot=z)))
+    # last word: 2 sqrt(1/40 * 39/40 + 0.05 * 0.95 / 40) = 0.0914 > 0.05 (p = 0 floored at 1/n)
+    assert "last-word accuracy: baseline_100 0.000 on 40 items" in text
+    assert "no case differs from it by more than two standard errors of the difference" in text
+    # choice: 2 sqrt(0.25 * 0.75 / 40 + 0.6 * 0.4 / 40) = 0.207 < 0.35
+    assert "`cl_100` (+0.350, threshold 0.207)" in text
+    assert "at this scale these tasks are at chance" in text
+
+
+def test_lr_sweep_conclusion() -> None:
+    seeds = {"baseline_100": 3.00, "baseline_100_seed1235": 3.02}
+    sweep = {"runs": [{"lr": 0.0015, "loss": 3.3}, {"lr": 0.003, "loss": 3.2}], "best_lr": 0.003,
+             "budget_fraction": 0.5}
+    assert "base_lr = 0.003 equals the sweep's best" in "\n".join(conclusion_lines(_data(seeds, sweep=sweep)))
+    sweep["best_lr"], sweep["runs"][0]["loss"] = 0.0015, 3.1
+    assert "base_lr = 0.003 is NOT the sweep's best (0.0015" in "\n".join(conclusion_lines(_data(seeds, sweep=sweep)))
 
 
 # -- curves from TensorBoard events ------------------------------------------------------------------------------
@@ -177,3 +282,33 @@ def test_read_curves_maps_iterations_to_tokens_and_later_files_win(tmp_path: Pat
     assert [p["iteration"] for p in pts] == [2, 4, 6, 8, 10]
     assert pts[-1]["tokens"] == 1000 and pts[-1]["layer_tokens"] == 2000 and pts[-1]["seconds"] == pytest.approx(5.0)
     assert c.schedule["reserved"][10] == 18
+
+
+# -- a fresh start after a kill before the first checkpoint ----------------------------------------------------------
+def test_fresh_start_removes_stale_curves_and_counts_every_process(tmp_path, monkeypatch) -> None:
+    import json
+
+    from megatron.study import runner
+    from megatron.study.prepare import Prepared
+
+    study = runner.Study(str(tmp_path), TINY)
+    study.prepared = Prepared("D", "9,1,0", [], "M", "A", None, {})
+    case = all_cases(TINY)[0]
+    run_dir = Path(study.run_dir(case))
+    for sub in ("tensorboard", "data_cluster", "checkpoint"):  # left by a process killed before any checkpoint
+        (run_dir / sub).mkdir(parents=True)
+        (run_dir / sub / "stale").write_text("x")
+    (run_dir / "train.log").write_text("killed")
+    (run_dir / "train_attempts.json").write_text(json.dumps([[1.0, None]]))  # that process never recorded its end
+    seen = {}
+
+    def fake_run(step, argv, log_path, env=None):  # noqa: ANN001, ANN202
+        seen["left"] = sorted(p.name for p in run_dir.iterdir())
+        raise StudyError("stop here")
+
+    monkeypatch.setattr(runner, "run_logged", fake_run)
+    with pytest.raises(StudyError, match="stop here"):
+        study._train(plan_case(TINY, case), str(run_dir), "1/1")
+    assert not {"tensorboard", "data_cluster", "checkpoint"} & set(seen["left"])
+    attempts = json.loads((run_dir / "train_attempts.json").read_text())
+    assert len(attempts) == 2 and attempts[0][1] == pytest.approx((run_dir / "train.log").stat().st_mtime)
