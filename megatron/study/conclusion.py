@@ -187,7 +187,6 @@ def conclusion_lines(data: dict[str, Any]) -> list[str]:
                 saving += f" ({base_tokens / reach:.2f}x data saving)"
         lines.append(f"{r['case']['label']} {r['case']['fraction'] * 100:.0f}% (`{name}`): held-out loss {loss:.4f}"
                      f"{d}, {where}; {saving}.")
-    from megatron.study.report import saving_band
 
     sb = saving_band(data) if "train" in runs.get("baseline_100", {}) else None
     if sb:
@@ -295,3 +294,15 @@ def _zeroshot_lines(runs: dict[str, Any]) -> list[str]:
                      + "; ".join(at_chance) + "): at this scale these tasks are at chance and cannot show the "
                      "paper's zero-shot gains; the held-out loss is the measure here.")
     return lines
+
+
+def saving_band(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Data savings of the 100 % baseline's own seed runs against the target: the noise of a saving."""
+    runs = data["runs"]
+    base_tokens = runs.get("baseline_100", {}).get("train", {}).get("tokens")
+    seeds = [r for n, r in runs.items() if n.startswith("baseline_100")]
+    if len(seeds) < 2 or not base_tokens:
+        return None
+    reached = [base_tokens / r["reach_target"]["tokens"] for r in seeds if r["reach_target"]["tokens"]]
+    return {"n": len(seeds), "reached": len(reached), "min": min(reached, default=None),
+            "max": max(reached, default=None)}

@@ -213,18 +213,6 @@ def _saving_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def saving_band(data: dict[str, Any]) -> dict[str, Any] | None:
-    """Data savings of the 100 % baseline's own seed runs against the target: the noise of a saving."""
-    runs = data["runs"]
-    base_tokens = runs.get("baseline_100", {}).get("train", {}).get("tokens")
-    seeds = [r for n, r in runs.items() if n.startswith("baseline_100")]
-    if len(seeds) < 2 or not base_tokens:
-        return None
-    reached = [base_tokens / r["reach_target"]["tokens"] for r in seeds if r["reach_target"]["tokens"]]
-    return {"n": len(seeds), "reached": len(reached), "min": min(reached, default=None),
-            "max": max(reached, default=None)}
-
-
 def _sweep_lines(data: dict[str, Any]) -> list[str]:
     sweep = data.get("lr_sweep")
     if not sweep:
@@ -272,6 +260,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             markdown_table(COLUMNS, table_rows(data)), ""]
     target = data["target_valid_loss"]
     res = data["eval_interval_tokens"]
+    from megatron.study.conclusion import saving_band
+
     sb = saving_band(data)
     out += ["## Data saving", "",
             f"Consumed tokens (and training seconds, layer-tokens) each run needed to reach the target validation "

@@ -19,7 +19,7 @@ from pathlib import Path
 from conftest import REPO, gpt_argv, subprocess_env
 from test_signal_exit import SIGNAL_LINE, _log_lines
 
-TRAIN_ITERS = 60  # a window of seconds for the signal on a loaded machine
+TRAIN_ITERS = 40  # a window of seconds for the signal on a loaded machine (sent at iteration 3)
 
 # Runs pretrain_gpt.py as a torchrun worker; records this rank's pid at start and exit status at the end.
 RANK_WRAPPER = '''
