@@ -15,6 +15,15 @@ VOCAB = REPO / "data" / "tokenizers" / "gpt2-bpe" / "vocab.json"
 MERGES = REPO / "data" / "tokenizers" / "gpt2-bpe" / "merges.txt"
 CORPUS = REPO / "data" / "corpus" / "python_docs.jsonl.gz"
 WORDPIECE = REPO / "data" / "tokenizers" / "bert-wordpiece" / "vocab.txt"
+# A tiny GPT's DeepSpeed JSON with random-LTD on its middle layer (3 layers; reserved length 8 -> 32 in 4 steps)
+LTD_JSON = {
+    "train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
+    "data_efficiency": {"enabled": True, "seed": 1234, "data_routing": {"enabled": True, "random_ltd": {
+        "enabled": True, "total_layer_num": 3, "random_ltd_layer_num": 1, "random_ltd_layer_id": [1],
+        "model_mask_name": "attention_mask", "model_type": "decoder", "hidden_state_order": "batch_seq_dim",
+        "random_ltd_schedule": {"min_value": 8, "max_value": 32, "schedule_type": "fixed_linear",
+                                "schedule_config": {"require_steps": 4, "seq_per_step": 8}}}}},
+}
 
 
 def _load_tool(name: str):

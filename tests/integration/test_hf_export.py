@@ -10,18 +10,10 @@ import os
 import pytest
 import torch
 
-from conftest import _load_tool, gpt_argv
+from conftest import LTD_JSON, _load_tool, gpt_argv
 
 transformers = pytest.importorskip("transformers")
 
-LTD_JSON = {
-    "train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
-    "data_efficiency": {"enabled": True, "seed": 1234, "data_routing": {"enabled": True, "random_ltd": {
-        "enabled": True, "total_layer_num": 3, "random_ltd_layer_num": 1, "random_ltd_layer_id": [1],
-        "model_mask_name": "attention_mask", "model_type": "decoder", "hidden_state_order": "batch_seq_dim",
-        "random_ltd_schedule": {"min_value": 8, "max_value": 32, "schedule_type": "fixed_linear",
-                                "schedule_config": {"require_steps": 4, "seq_per_step": 8}}}}},
-}
 # learned: make-vocab-size-divisible-by 100 pads the 8192 ids to 8200 rows (the export keeps 8192). The two
 # models of the lm-eval cross-check read 256 tokens: lm-eval's `hf` model refuses a continuation longer than the
 # model (corpus_choice's sentences reach ~120 tokens).

@@ -7,16 +7,8 @@ import json
 import pytest
 import torch
 
-from conftest import gpt_argv
+from conftest import LTD_JSON, gpt_argv
 
-LTD_JSON = {
-    "train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
-    "data_efficiency": {"enabled": True, "seed": 1234, "data_routing": {"enabled": True, "random_ltd": {
-        "enabled": True, "total_layer_num": 3, "random_ltd_layer_num": 1, "random_ltd_layer_id": [1],
-        "model_mask_name": "attention_mask", "model_type": "decoder", "hidden_state_order": "batch_seq_dim",
-        "random_ltd_schedule": {"min_value": 8, "max_value": 32, "schedule_type": "fixed_linear",
-                                "schedule_config": {"require_steps": 4, "seq_per_step": 8}}}}},
-}
 
 CASES = {
     "fp32-zero0": ({}, 1e-6),
